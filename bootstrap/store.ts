@@ -1,0 +1,293 @@
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { keys } from '../lib/keys.js';
+
+// Peers live in Redis so several bootstrap replicas share them and they survive restarts.
+//
+// Layout (key names in lib/keys.ts):
+// - `peer:<address>` hash: `score`, `kind`, `job` (the first job that found it), `last` (ms), `rtt` (ms,
+//   the minimum reported) and one `ws:<job>` flag per job that reported the address as a widescan peer.
+// - sorted sets `peers:all`, `peers:kind:<kind>`, `peers:job:<job>` of addresses. An address has one
+//   score in every set: a unique, time-ordered sequence `max(nowMs * 1024, last + 1)` handed out when it is
+//   first stored. Scores stay below 2^53 until the year 2248, so doubles hold them exactly; uniqueness
+//   makes a score cursor exact, and `floor(score / 1024)` is the firstSeen time (ms).
+// New addresses always get a score above every existing one, so a client walking pages by cursor sees
+// peers added while it walks at the end, and never sees one twice.
+
+export const PEER_KINDS = ['host', 'widescan'] as const;
+export type PeerKind = (typeof PEER_KINDS)[number];
+
+export interface PeerReport {
+  /** Canonical (RFC 5952) address text; the HTTP layer canonicalises before calling the store. */
+  address: string;
+  kind: PeerKind;
+  job: string;
+  rttMs?: number;
+  /** When the reporter saw the peer (ms since the epoch); defaults to the Redis server's time. */
+  seenAt?: number;
+}
+
+export interface Peer {
+  address: string;
+  kind: PeerKind;
+  /** The first job that found it. */
+  job: string;
+  rttMs: number | null;
+  firstSeen: string;
+  lastSeen: string;
+}
+
+export interface UpsertResult {
+  received: number;
+  created: number;
+  updated: number;
+  blocked: number;
+}
+
+export interface PeerQuery {
+  kind?: PeerKind;
+  job?: string;
+  /** Only peers first seen at or after this time (ms since the epoch). */
+  since?: number;
+  /** Peers per page, 1..1000 (default 100). */
+  limit?: number;
+  /** `nextCursor` of the previous page. */
+  cursor?: string;
+}
+
+export interface PeerPage {
+  peers: Peer[];
+  /** Null once the end is reached. A page may hold fewer than `limit` peers and still have a cursor. */
+  nextCursor: string | null;
+}
+
+/** A query value the store cannot serve; `param` names the query parameter (the HTTP layer's 400). */
+export class PeerQueryError extends Error {
+  constructor(
+    readonly param: string,
+    message: string,
+  ) {
+    super(`${param}: ${message}`);
+    this.name = 'PeerQueryError';
+  }
+}
+
+export const DEFAULT_LIMIT = 100;
+export const MAX_LIMIT = 1000;
+const SCORE_SCALE = 1024;
+/** `since` beyond this would make `since * 1024` inexact as a double. */
+export const MAX_SINCE_MS = Math.floor(Number.MAX_SAFE_INTEGER / SCORE_SCALE);
+/** With kind and job both set, a page inspects at most this many job-set entries per returned slot. */
+const FILTER_SCAN_FACTOR = 10;
+const ARGS_PER_REPORT = 5;
+const KEYS_PER_REPORT = 3;
+
+// KEYS: all, kind:host, kind:widescan, seq, blocked, then per report: peer hash, job set, job counters.
+// ARGV per report: address, kind, job, rttMs ('' = none), seenAt ('' = none).
+const UPSERT_LUA = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seq = tonumber(redis.call('GET', KEYS[4]) or '0')
+local seqChanged = false
+local kindKey = { host = KEYS[2], widescan = KEYS[3] }
+local created, updated, blocked = 0, 0, 0
+local n = #ARGV / ${ARGS_PER_REPORT}
+for i = 0, n - 1 do
+  local a = i * ${ARGS_PER_REPORT}
+  local addr, kind, job, rtt, seen = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local k = 5 + i * ${KEYS_PER_REPORT}
+  local peerKey, jobKey, counterKey = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  if redis.call('SISMEMBER', KEYS[5], addr) == 1 then
+    blocked = blocked + 1
+  else
+    -- A reporter's clock may run ahead; never record a sighting in the future.
+    local seenMs = now
+    if seen ~= '' then seenMs = math.min(tonumber(seen), now) end
+    local h = redis.call('HMGET', peerKey, 'score', 'kind', 'rtt', 'last')
+    local score
+    if not h[1] then
+      seq = math.max(now * ${SCORE_SCALE}, seq + 1)
+      seqChanged = true
+      score = string.format('%.0f', seq)
+      local first = math.floor(seq / ${SCORE_SCALE})
+      redis.call('HSET', peerKey, 'score', score, 'kind', kind, 'job', job,
+        'last', string.format('%.0f', math.max(seenMs, first)))
+      if rtt ~= '' then redis.call('HSET', peerKey, 'rtt', rtt) end
+      redis.call('ZADD', KEYS[1], score, addr)
+      redis.call('ZADD', kindKey[kind], score, addr)
+      created = created + 1
+    else
+      score = h[1]
+      if seenMs > tonumber(h[4]) then redis.call('HSET', peerKey, 'last', string.format('%.0f', seenMs)) end
+      if rtt ~= '' and (not h[3] or tonumber(rtt) < tonumber(h[3])) then redis.call('HSET', peerKey, 'rtt', rtt) end
+      -- A host that turns out to run widescan is upgraded; a widescan peer is never downgraded.
+      if h[2] == 'host' and kind == 'widescan' then
+        redis.call('ZREM', KEYS[2], addr)
+        redis.call('ZADD', KEYS[3], score, addr)
+        redis.call('HSET', peerKey, 'kind', 'widescan')
+      end
+      updated = updated + 1
+    end
+    if redis.call('ZADD', jobKey, 'NX', score, addr) == 1 then
+      redis.call('HINCRBY', counterKey, 'peersDiscovered', 1)
+    end
+    if kind == 'widescan' and redis.call('HSETNX', peerKey, 'ws:' .. job, '1') == 1 then
+      redis.call('HINCRBY', counterKey, 'widescanPeers', 1)
+    end
+  end
+end
+if seqChanged then redis.call('SET', KEYS[4], string.format('%.0f', seq)) end
+return { n, created, updated, blocked }
+`;
+
+// KEYS: the set to walk, blocked. ARGV: min score (inclusive), limit, scan budget, kind filter ('' = none),
+// peer key prefix (peer hashes are derived from the members, so they cannot all be declared as KEYS).
+// Returns { nextCursorScore or '', then per peer: address, kind, job, rtt or '', score, last }.
+const LIST_LUA = `
+local limit, budget, kind, prefix = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local rows = redis.call('ZRANGE', KEYS[1], ARGV[1], '+inf', 'BYSCORE', 'LIMIT', 0, budget + 1, 'WITHSCORES')
+local n = #rows / 2
+local out = { '' }
+local found, i, last = 0, 1, nil
+while i <= math.min(n, budget) and found < limit do
+  local addr = rows[2 * i - 1]
+  last = rows[2 * i]
+  i = i + 1
+  if redis.call('SISMEMBER', KEYS[2], addr) == 0 then
+    local h = redis.call('HMGET', prefix .. addr, 'kind', 'job', 'rtt', 'score', 'last')
+    if h[1] and (kind == '' or h[1] == kind) then
+      found = found + 1
+      out[#out + 1] = addr
+      out[#out + 1] = h[1]
+      out[#out + 1] = h[2]
+      out[#out + 1] = h[3] or ''
+      out[#out + 1] = h[4]
+      out[#out + 1] = h[5]
+    end
+  end
+end
+if i <= n then out[1] = string.format('%.0f', tonumber(last)) end
+return out
+`;
+
+interface LuaScript {
+  lua: string;
+  sha: string;
+}
+
+function script(lua: string): LuaScript {
+  return { lua, sha: createHash('sha1').update(lua).digest('hex') };
+}
+
+const upsertScript = script(UPSERT_LUA);
+const listScript = script(LIST_LUA);
+
+/** EVALSHA, falling back to EVAL when the server does not have the script cached (restart, new replica). */
+async function runScript(redis: Redis, s: LuaScript, keyNames: string[], args: string[]): Promise<unknown> {
+  try {
+    return await redis.evalsha(s.sha, keyNames.length, [...keyNames, ...args]);
+  } catch (err) {
+    if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+    return redis.eval(s.lua, keyNames.length, [...keyNames, ...args]);
+  }
+}
+
+export function encodeCursor(score: number): string {
+  return Buffer.from(String(score), 'utf8').toString('base64url');
+}
+
+/** The score a cursor stands for; throws a PeerQueryError for anything `encodeCursor` could not have made. */
+export function decodeCursor(cursor: string): number {
+  const bad = () =>
+    new PeerQueryError('cursor', 'not a cursor returned by this API; pass nextCursor of the previous page unchanged');
+  if (cursor.length === 0 || cursor.length > 32 || !/^[A-Za-z0-9_-]+$/.test(cursor)) throw bad();
+  const text = Buffer.from(cursor, 'base64url').toString('utf8');
+  if (!/^[1-9][0-9]{0,15}$/.test(text)) throw bad();
+  const score = Number(text);
+  if (!Number.isSafeInteger(score) || encodeCursor(score) !== cursor) throw bad();
+  return score;
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+export class PeerStore {
+  constructor(private readonly redis: Redis) {}
+
+  /** Stores a batch atomically (one Lua script); the reports must already be validated and canonical. */
+  async upsert(peers: PeerReport[]): Promise<UpsertResult> {
+    const fixed = [keys.peersAll(), keys.peersByKind('host'), keys.peersByKind('widescan'), keys.peersSeq(), keys.peersBlocked()];
+    if (peers.length === 0) return { received: 0, created: 0, updated: 0, blocked: 0 };
+    const keyNames = fixed.slice();
+    const args: string[] = [];
+    for (const p of peers) {
+      keyNames.push(keys.peer(p.address), keys.peersByJob(p.job), keys.counters(p.job));
+      args.push(p.address, p.kind, p.job, p.rttMs === undefined ? '' : String(p.rttMs), p.seenAt === undefined ? '' : String(Math.floor(p.seenAt)));
+    }
+    const [received, created, updated, blocked] = (await runScript(this.redis, upsertScript, keyNames, args)) as number[];
+    return { received: Number(received), created: Number(created), updated: Number(updated), blocked: Number(blocked) };
+  }
+
+  /**
+   * One page of peers in score (first-seen) order. With both `kind` and `job`, the job's set is walked and
+   * filtered by kind, inspecting at most 10 × limit entries, so a page can come back short (even empty)
+   * with a cursor: keep following `nextCursor` until it is null.
+   */
+  async list(q: PeerQuery): Promise<PeerPage> {
+    const limit = q.limit ?? DEFAULT_LIMIT;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
+      throw new PeerQueryError('limit', `must be an integer from 1 to ${MAX_LIMIT}, got ${String(limit)}`);
+    }
+    if (q.kind !== undefined && !PEER_KINDS.includes(q.kind)) {
+      throw new PeerQueryError('kind', `must be one of ${PEER_KINDS.join(', ')}, got ${JSON.stringify(q.kind)}`);
+    }
+    let min = 0;
+    if (q.since !== undefined) {
+      if (!Number.isInteger(q.since) || q.since > MAX_SINCE_MS) {
+        throw new PeerQueryError('since', `must be an integer number of ms up to ${MAX_SINCE_MS}, got ${String(q.since)}`);
+      }
+      min = Math.max(0, q.since) * SCORE_SCALE;
+    }
+    if (q.cursor !== undefined) min = Math.max(min, decodeCursor(q.cursor) + 1);
+
+    let set: string;
+    let kindFilter = '';
+    let budget = limit;
+    if (q.job !== undefined) {
+      set = keys.peersByJob(q.job);
+      if (q.kind !== undefined) {
+        kindFilter = q.kind;
+        budget = limit * FILTER_SCAN_FACTOR;
+      }
+    } else if (q.kind !== undefined) {
+      set = keys.peersByKind(q.kind);
+    } else {
+      set = keys.peersAll();
+    }
+
+    const prefix = keys.peer('');
+    const reply = (await runScript(this.redis, listScript, [set, keys.peersBlocked()], [
+      String(min), String(limit), String(budget), kindFilter, prefix,
+    ])) as string[];
+    const peers: Peer[] = [];
+    for (let i = 1; i + 5 < reply.length; i += 6) {
+      const score = Number(reply[i + 4]);
+      peers.push({
+        address: reply[i],
+        kind: reply[i + 1] as PeerKind,
+        job: reply[i + 2],
+        rttMs: reply[i + 3] === '' ? null : Number(reply[i + 3]),
+        firstSeen: iso(Math.floor(score / SCORE_SCALE)),
+        lastSeen: iso(Number(reply[i + 5])),
+      });
+    }
+    return { peers, nextCursor: reply[0] === '' ? null : encodeCursor(Number(reply[0])) };
+  }
+
+  /** Number of stored peers per kind (blocked addresses are never stored). */
+  async counts(): Promise<Record<PeerKind, number>> {
+    const [host, widescan] = await Promise.all(PEER_KINDS.map((k) => this.redis.zcard(keys.peersByKind(k))));
+    return { host, widescan };
+  }
+}

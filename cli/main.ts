@@ -1,0 +1,183 @@
+#!/usr/bin/env node
+// The `widescan` command. Exit codes: 0 success, 2 invalid job or usage, 1 any other failure.
+
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { parsePrefix, formatPrefix } from '../lib/core/cidr.js';
+import { InvalidJobError, loadJob, type CompiledJob } from '../lib/core/job.js';
+import { networkKeyBytes } from '../lib/core/keys.js';
+import { createLogger } from '../lib/log.js';
+import { createMetrics } from '../lib/metrics.js';
+import { connectRedis } from '../lib/redis.js';
+import { startListenerService } from '../listener/service.js';
+import { defaultPeerCommand, testbedCommand } from '../testbed/command.js';
+import { networkSecretFrom, runJob } from './run.js';
+
+const EXIT_FAILURE = 1;
+const EXIT_INVALID = 2;
+
+class ExitError extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
+  }
+}
+
+/** A blocklist file: one prefix per line, `#` comments. */
+function readBlocklist(path: string | undefined): string[] {
+  if (!path) return [];
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .map((l) => l.replace(/#.*/, '').trim())
+    .filter(Boolean)
+    .map((l, i) => {
+      try {
+        return formatPrefix(parsePrefix(l));
+      } catch (err) {
+        throw new ExitError(EXIT_INVALID, `${path}: entry ${i + 1}: ${(err as Error).message}`);
+      }
+    });
+}
+
+function compileFile(file: string, blocklist: string[], fullLimitBits: number): CompiledJob {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ExitError(EXIT_INVALID, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  try {
+    return loadJob(text, file, { blocklist: blocklist.map(parsePrefix), fullLimitBits });
+  } catch (err) {
+    if (err instanceof InvalidJobError) throw new ExitError(EXIT_INVALID, `invalid job:\n${err.message}`);
+    throw err;
+  }
+}
+
+function positiveInt(max: number) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < 1 || n > max) throw new InvalidArgumentError(`must be an integer from 1 to ${max}`);
+    return n;
+  };
+}
+
+function describe(job: CompiledJob): string {
+  const s = job.space;
+  const lines = [
+    `job ${job.id}: ${s.size} targets in ${job.totalShards} shards of ${job.spec.shardSize}, ${s.plannedExcluded} excluded by plan, at most ${job.spec.rate.packetsPerSecond} probes/s`,
+  ];
+  for (const b of s.blocks) {
+    const excluded = b.plannedExcluded === null ? 'counted while scanning' : String(b.plannedExcluded);
+    lines.push(`  targets[${b.ordinal}] ${formatPrefix(b.prefix)} ${b.strategy}: ${b.size} addresses, excluded ${excluded}`);
+  }
+  return lines.join('\n');
+}
+
+const cliPath = fileURLToPath(import.meta.url);
+const program = new Command('widescan')
+  .description('distributed IPv6 discovery scanner')
+  .version(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version)
+  .exitOverride()
+  .showHelpAfterError();
+
+program
+  .command('validate')
+  .argument('<job.yaml>', 'WidescanJob manifest')
+  .option('--blocklist <file>', 'operator blocklist: one prefix per line')
+  .option('--full-limit-bits <n>', 'largest full block as a power of two', positiveInt(64), 32)
+  .description('check a job without running it')
+  .action((file: string, o: { blocklist?: string; fullLimitBits: number }) => {
+    const job = compileFile(file, readBlocklist(o.blocklist), o.fullLimitBits);
+    process.stdout.write(`ok: ${describe(job)}\n`);
+  });
+
+program
+  .command('run')
+  .argument('<job.yaml>', 'WidescanJob manifest')
+  .option('--redis <url>', 'use this Redis instead of a private redis-server')
+  .option('--output <file>', 'write the peers found: .ndjson or .csv')
+  .option('--workers <n>', 'worker processes', positiveInt(64), 1)
+  .option('--network-key-file <file>', 'shared key of the P2P network (default: $WIDESCAN_NETWORK_KEY_FILE, else a private one)')
+  .option('--blocklist <file>', 'operator blocklist: one prefix per line')
+  .option('--full-limit-bits <n>', 'largest full block as a power of two', positiveInt(64), 32)
+  .option('--no-progress', 'plain progress lines even on a terminal')
+  .description('run a job on this machine: planner, workers, listener and bootstrap')
+  .action(async (file: string, o: { redis?: string; output?: string; workers: number; networkKeyFile?: string; blocklist?: string; fullLimitBits: number; progress: boolean }) => {
+    if (o.output && !/\.(ndjson|csv)$/.test(o.output)) throw new ExitError(EXIT_INVALID, `--output ${o.output}: use a file name ending in .ndjson or .csv`);
+    const blocklist = readBlocklist(o.blocklist);
+    const job = compileFile(file, blocklist, o.fullLimitBits);
+    process.stderr.write(`${describe(job)}\n`);
+    const { status, peers } = await runJob(job, {
+      redis: o.redis,
+      output: o.output,
+      workers: o.workers,
+      networkKeyFile: o.networkKeyFile,
+      blocklist,
+      fullLimitBits: o.fullLimitBits,
+      progress: o.progress && Boolean(process.stderr.isTTY),
+      lockMs: process.env.WIDESCAN_LOCK_MS ? Number(process.env.WIDESCAN_LOCK_MS) : undefined,
+    });
+    const width = Math.max(7, ...peers.map((p) => p.address.length));
+    const out = [`${'address'.padEnd(width)}  kind      rtt ms`];
+    for (const p of peers) out.push(`${p.address.padEnd(width)}  ${p.kind.padEnd(8)}  ${p.rttMs === null ? '-' : p.rttMs.toFixed(1)}`);
+    out.push(
+      '',
+      `${status.phase}: ${status.probesSent} probes, ${status.repliesValid} valid replies (${status.repliesInvalid} invalid, ${status.repliesDuplicate} duplicate), ` +
+        `${peers.filter((p) => p.kind === 'host').length} hosts and ${peers.filter((p) => p.kind === 'widescan').length} widescan peers, ${status.excluded} excluded, ` +
+        `shards ${status.shards.completed}/${status.shards.total}${status.shards.failed ? ` (${status.shards.failed} failed)` : ''}` +
+        (status.startTime && status.completionTime ? `, ${((Date.parse(status.completionTime) - Date.parse(status.startTime)) / 1000).toFixed(1)} s` : ''),
+    );
+    if (o.output) out.push(`peers written to ${o.output}`);
+    process.stdout.write(`${out.join('\n')}\n`);
+    if (status.phase !== 'Succeeded') throw new ExitError(EXIT_FAILURE, `job ended ${status.phase}`);
+  });
+
+program
+  .command('listen')
+  .description('run a listener: verify replies, recognise other widescan instances, answer them with a hello')
+  .option('--redis <url>', 'job registry and counters')
+  .option('--bootstrap <url>', 'report peers here (else NDJSON on stdout)')
+  .option('--token-file <file>', 'listener token for the bootstrap service')
+  .option('--network-key-file <file>', 'shared key of the P2P network (default: $WIDESCAN_NETWORK_KEY_FILE)')
+  .option('--hello', 'answer probes of other instances with a hello', false)
+  .action(async (o: { redis?: string; bootstrap?: string; tokenFile?: string; networkKeyFile?: string; hello: boolean }) => {
+    if (!o.networkKeyFile && !process.env.WIDESCAN_NETWORK_KEY_FILE && !process.env.WIDESCAN_NETWORK_KEY) {
+      throw new ExitError(EXIT_INVALID, 'a listener needs the network key: --network-key-file or WIDESCAN_NETWORK_KEY_FILE');
+    }
+    if (o.bootstrap && !o.tokenFile) throw new ExitError(EXIT_INVALID, '--bootstrap needs --token-file');
+    const logger = createLogger('listener');
+    const redis = o.redis ? connectRedis(o.redis) : undefined;
+    const service = await startListenerService({
+      networkKey: networkKeyBytes(networkSecretFrom(o.networkKeyFile)),
+      redis,
+      bootstrap: o.bootstrap ? { url: o.bootstrap, token: readFileSync(o.tokenFile!, 'utf8').trim() } : undefined,
+      answerHellos: o.hello,
+      logger,
+      metrics: createMetrics('listener'),
+    });
+    await new Promise<void>((resolve) => {
+      process.once('SIGTERM', resolve);
+      process.once('SIGINT', resolve);
+    });
+    await service.close();
+    redis?.disconnect();
+  });
+
+program.addCommand(testbedCommand({ peerCommand: (info) => defaultPeerCommand(cliPath, info) }));
+
+try {
+  await program.parseAsync(process.argv);
+  process.exit(0);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // Help and version end with code 0; usage errors have been printed by commander.
+    process.exit(err.exitCode === 0 ? 0 : err.code === 'commander.executeSubCommandAsync' ? EXIT_FAILURE : EXIT_INVALID);
+  }
+  if (err instanceof ExitError) {
+    process.stderr.write(`widescan: ${err.message}\n`);
+    process.exit(err.code);
+  }
+  process.stderr.write(`widescan: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(EXIT_FAILURE);
+}

@@ -1,0 +1,219 @@
+// `widescan run job.yaml`: the whole data path of DESIGN.md on one machine — planner (in this process),
+// N worker processes, one listener process, the bootstrap API (in this process) — on Redis at --redis or
+// on a private redis-server started here and removed after.
+
+import { fork, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import cliProgress from 'cli-progress';
+import type { Peer } from '../bootstrap/store.js';
+import { PeerStore } from '../bootstrap/store.js';
+import { startBootstrap } from '../bootstrap/service.js';
+import type { CompiledJob } from '../lib/core/job.js';
+import { macKeyFor, networkIdOf, networkKeyBytes } from '../lib/core/keys.js';
+import type { JobStatus } from '../lib/core/status.js';
+import { removeJob } from '../lib/jobstore.js';
+import { createLogger } from '../lib/log.js';
+import { createShardQueue } from '../lib/queue.js';
+import { connectRedis, startEmbeddedRedis, type EmbeddedRedis } from '../lib/redis.js';
+import { Planner } from '../operator/planner.js';
+
+export interface RunOptions {
+  redis?: string;
+  output?: string;
+  workers: number;
+  networkKeyFile?: string;
+  blocklist: string[];
+  fullLimitBits: number;
+  progress: boolean;
+  /** For tests: how long a killed worker's shard stays locked before redelivery. */
+  lockMs?: number;
+}
+
+export interface RunResult {
+  status: JobStatus;
+  peers: Peer[];
+}
+
+const here = (rel: string) => fileURLToPath(new URL(rel, import.meta.url));
+
+function startChild(script: string, env: Record<string, string>, name: string): Promise<ChildProcess> {
+  const child = fork(here(script), [], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return new Promise((resolve, reject) => {
+    const onExit = (code: number | null) => reject(new Error(`${name} exited during start-up (code ${code}); see its log above`));
+    child.once('exit', onExit);
+    child.once('message', (m: { type?: string }) => {
+      if (m?.type !== 'ready') return;
+      child.off('exit', onExit);
+      resolve(child);
+    });
+  });
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
+  });
+}
+
+function askFlush(listener: ChildProcess): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m: { type?: string; error?: string }) => {
+      if (m?.type !== 'flushed') return;
+      listener.off('message', onMessage);
+      if (m.error) reject(new Error(m.error));
+      else resolve();
+    };
+    listener.on('message', onMessage);
+    listener.send({ type: 'flush' });
+  });
+}
+
+/** The network's shared secret: --network-key-file, $WIDESCAN_NETWORK_KEY_FILE, $WIDESCAN_NETWORK_KEY. */
+export function networkSecretFrom(file: string | undefined): string {
+  const path = file ?? process.env.WIDESCAN_NETWORK_KEY_FILE;
+  if (path) return readFileSync(path, 'utf8').trim();
+  // No network given: a private one, so replies still verify; no other instance can recognise us.
+  return process.env.WIDESCAN_NETWORK_KEY || randomBytes(32).toString('hex');
+}
+
+async function allPeers(store: PeerStore, job: string): Promise<Peer[]> {
+  const peers: Peer[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await store.list({ job, limit: 1000, cursor });
+    peers.push(...page.peers);
+    cursor = page.nextCursor ?? undefined;
+  } while (cursor);
+  return peers.sort((a, b) => (a.kind === b.kind ? a.address.localeCompare(b.address) : a.kind === 'widescan' ? -1 : 1));
+}
+
+export function writePeers(path: string, peers: Peer[]): void {
+  if (path.endsWith('.csv')) {
+    const rows = peers.map((p) => [p.address, p.kind, p.job, p.rttMs ?? '', p.firstSeen, p.lastSeen].join(','));
+    writeFileSync(path, ['address,kind,job,rttMs,firstSeen,lastSeen', ...rows].join('\n') + '\n');
+  } else {
+    writeFileSync(path, peers.map((p) => JSON.stringify(p)).join('\n') + (peers.length ? '\n' : ''));
+  }
+}
+
+class Progress {
+  private bar: cliProgress.SingleBar | undefined;
+  private lastLine = 0;
+
+  constructor(tty: boolean, private readonly total: number) {
+    if (tty) {
+      this.bar = new cliProgress.SingleBar(
+        { format: 'scanning [{bar}] {percentage}% | {probes} probes | {rate} pps | {peers} peers | ETA {eta_formatted}', stream: process.stderr, etaBuffer: 20 },
+        cliProgress.Presets.shades_classic,
+      );
+      this.bar.start(total, 0, { probes: 0, rate: 0, peers: 0 });
+    }
+  }
+
+  update(s: JobStatus, rate: number): void {
+    const done = s.shards.completed + s.shards.failed;
+    if (this.bar) {
+      this.bar.update(done, { probes: s.probesSent, rate: Math.round(rate), peers: s.repliesValid });
+    } else if (Date.now() - this.lastLine >= 2000) {
+      this.lastLine = Date.now();
+      process.stderr.write(`progress ${s.progress} shards ${done}/${this.total} probes ${s.probesSent} rate ${Math.round(rate)}/s replies ${s.repliesValid}\n`);
+    }
+  }
+
+  stop(): void {
+    this.bar?.stop();
+  }
+}
+
+/** Runs a compiled job to its end; throws on infrastructure failures (exit 1). */
+export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult> {
+  const logger = createLogger('run');
+  const cleanups: Array<() => Promise<unknown>> = [];
+  const cleanup = async () => {
+    for (const f of cleanups.reverse()) await f().catch((err) => logger.warn({ err: String(err) }, 'clean-up step failed'));
+  };
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    let redisUrl = o.redis;
+    if (!redisUrl) {
+      const embedded: EmbeddedRedis = await startEmbeddedRedis();
+      cleanups.push(() => embedded.stop());
+      redisUrl = embedded.url;
+    }
+    const redis = connectRedis(redisUrl);
+    cleanups.push(async () => redis.disconnect());
+    const secret = networkSecretFrom(o.networkKeyFile);
+    const networkKey = networkKeyBytes(secret);
+    const token = randomBytes(24).toString('hex');
+
+    const bootstrap = await startBootstrap({ redisUrl, listenerToken: token, port: 0, host: '127.0.0.1', logger: createLogger('bootstrap') });
+    cleanups.push(() => bootstrap.close());
+    const listener = await startChild('../listener/main.js', {
+      WIDESCAN_REDIS_URL: redisUrl,
+      WIDESCAN_BOOTSTRAP_URL: bootstrap.url,
+      WIDESCAN_LISTENER_TOKEN: token,
+      WIDESCAN_NETWORK_KEY: secret,
+    }, 'listener');
+    cleanups.push(() => stopChild(listener));
+
+    const queue = createShardQueue(redis);
+    cleanups.push(() => queue.close());
+    const planner = new Planner(redis, queue, { window: Math.max(2, o.workers * 3) });
+    await planner.submit(job, {
+      macKey: macKeyFor(networkKey, job.tag),
+      networkId: networkIdOf(networkKey),
+      blocklist: o.blocklist,
+      fullLimitBits: o.fullLimitBits,
+    });
+    // On a shared Redis, leave nothing of the job behind but its peers.
+    if (o.redis) cleanups.push(() => removeJob(redis, job.id, job.tag));
+
+    const workers: ChildProcess[] = [];
+    for (let i = 0; i < o.workers; i++) {
+      const env: Record<string, string> = { WIDESCAN_REDIS_URL: redisUrl };
+      if (o.lockMs) env.WIDESCAN_LOCK_MS = String(o.lockMs);
+      workers.push(await startChild('../worker/main.js', env, `worker ${i}`));
+    }
+    cleanups.push(() => Promise.all(workers.map(stopChild)));
+
+    const progress = new Progress(o.progress, job.totalShards);
+    let status = await planner.tick(job.id);
+    let lastProbes = 0;
+    let lastAt = Date.now();
+    let rate = 0;
+    while (status.phase === 'Running' && !interrupted) {
+      await new Promise((r) => setTimeout(r, 200));
+      status = await planner.tick(job.id);
+      const now = Date.now();
+      rate = 0.7 * rate + (0.3 * (status.probesSent - lastProbes) * 1000) / Math.max(1, now - lastAt);
+      lastProbes = status.probesSent;
+      lastAt = now;
+      progress.update(status, rate);
+      if (workers.every((w) => w.exitCode !== null || w.signalCode !== null)) throw new Error('every worker process has exited; see their logs above');
+    }
+    progress.stop();
+    if (interrupted) {
+      await planner.cancel(job.id);
+      throw new Error('interrupted: the job was cancelled');
+    }
+    await askFlush(listener);
+    status = await planner.tick(job.id);
+    const peers = await allPeers(new PeerStore(redis), job.id);
+    if (o.output) writePeers(o.output, peers);
+    return { status, peers };
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await cleanup();
+  }
+}

@@ -1,0 +1,119 @@
+// A job's state in Redis: what the planner registers and workers and listeners read. Workers recompile the
+// job from its manifest (with the uid and blocklist the planner used), which gives them the very same target
+// space and order: nothing but the manifest travels.
+
+import type { Redis } from 'ioredis';
+import { parsePrefix } from './core/cidr.js';
+import { compileJob, type CompiledJob, type JobManifest } from './core/job.js';
+import { jobTagHex } from './core/keys.js';
+import { countersFrom, type Phase } from './core/status.js';
+import { keys, type JobCounter, type JobCounters } from './keys.js';
+
+export interface JobRecord {
+  job: CompiledJob;
+  phase: Phase;
+  macKey: Uint8Array;
+  networkId: number;
+  startTimeMs?: number;
+  completionTimeMs?: number;
+  lastShardDoneMs?: number;
+  nextShard: number;
+  cancelled: boolean;
+}
+
+export interface RegisterOptions {
+  macKey: Uint8Array;
+  networkId: number;
+  blocklist: string[];
+  fullLimitBits: number;
+}
+
+export async function registerJob(redis: Redis, job: CompiledJob, options: RegisterOptions): Promise<void> {
+  const manifest: JobManifest = { ...job.manifest, metadata: { ...job.manifest.metadata, uid: job.uid } };
+  await redis
+    .multi()
+    .hset(keys.job(job.id), {
+      manifest: JSON.stringify(manifest),
+      tag: jobTagHex(job.tag),
+      macKey: Buffer.from(options.macKey).toString('hex'),
+      networkId: String(options.networkId),
+      blocklist: JSON.stringify(options.blocklist),
+      fullLimitBits: String(options.fullLimitBits),
+      phase: 'Running',
+      startTime: String(Date.now()),
+      nextShard: '0',
+      cancelled: '0',
+    })
+    .hset(keys.tags(), jobTagHex(job.tag), job.id)
+    .sadd(keys.jobs(), job.id)
+    .exec();
+}
+
+export class JobNotFoundError extends Error {}
+
+export async function loadJob(redis: Redis, id: string): Promise<JobRecord> {
+  const h = await redis.hgetall(keys.job(id));
+  if (!h.manifest) throw new JobNotFoundError(`job ${id} is not registered in Redis`);
+  const job = compileJob(JSON.parse(h.manifest) as JobManifest, {
+    blocklist: (JSON.parse(h.blocklist ?? '[]') as string[]).map(parsePrefix),
+    fullLimitBits: Number(h.fullLimitBits ?? 32),
+  });
+  const num = (v: string | undefined) => (v === undefined || v === '' ? undefined : Number(v));
+  const record: JobRecord = {
+    job,
+    phase: (h.phase as Phase) ?? 'Running',
+    macKey: Uint8Array.from(Buffer.from(h.macKey ?? '', 'hex')),
+    networkId: Number(h.networkId),
+    nextShard: Number(h.nextShard ?? 0),
+    cancelled: h.cancelled === '1',
+  };
+  const start = num(h.startTime);
+  if (start !== undefined) record.startTimeMs = start;
+  const completion = num(h.completionTime);
+  if (completion !== undefined) record.completionTimeMs = completion;
+  const lastDone = num(h.lastShardDone);
+  if (lastDone !== undefined) record.lastShardDoneMs = lastDone;
+  return record;
+}
+
+export async function readCounters(redis: Redis, id: string): Promise<JobCounters> {
+  return countersFrom(await redis.hgetall(keys.counters(id)));
+}
+
+export function addCounters(redis: Redis, id: string, deltas: Partial<Record<JobCounter, number>>): Promise<unknown> {
+  const m = redis.multi();
+  for (const [k, v] of Object.entries(deltas)) if (v) m.hincrby(keys.counters(id), k, v);
+  return m.exec();
+}
+
+// Shard completion is idempotent: a shard redelivered after its worker died between finishing and
+// acknowledging must not count twice. One bit per shard (a job of 2^32 targets in 65536-position shards
+// needs 8 KiB), set atomically with the counters.
+const FINISH = `
+if redis.call('SETBIT', KEYS[1], ARGV[1], 1) == 1 then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[2], 'excluded', ARGV[3]) end
+redis.call('HSET', KEYS[3], 'lastShardDone', ARGV[4])
+return 1
+`;
+
+/** Marks shard `shard` done; returns false when it already was. */
+export async function finishShard(redis: Redis, id: string, shard: number, outcome: 'completed' | 'failed', excluded: number): Promise<boolean> {
+  const counter: JobCounter = outcome === 'completed' ? 'shardsCompleted' : 'shardsFailed';
+  const done = await redis.eval(FINISH, 3, `${keys.job(id)}:done`, keys.counters(id), keys.job(id), String(shard), counter, String(excluded), String(Date.now()));
+  return done === 1;
+}
+
+export async function setJobFields(redis: Redis, id: string, fields: Record<string, string>): Promise<void> {
+  await redis.hset(keys.job(id), fields);
+}
+
+/** Removes every key of the job (the finalizer's and `widescan run`'s clean-up); peers stay. */
+export async function removeJob(redis: Redis, id: string, tag: number): Promise<void> {
+  await redis
+    .multi()
+    .del(keys.job(id), `${keys.job(id)}:done`, keys.counters(id), keys.rate(id))
+    .hdel(keys.tags(), jobTagHex(tag))
+    .srem(keys.jobs(), id)
+    .exec();
+}

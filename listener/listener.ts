@@ -1,0 +1,166 @@
+// The listener: one raw ICMPv6 socket (echo request and reply only). Replies are verified statelessly by
+// their MAC — the address answered *our* probe — counted (valid/invalid/duplicate), de-duplicated and
+// reported. Echo requests that verify under our network key come from another widescan instance: that is a
+// widescan peer, greeted with one rate-limited `hello` so that it learns of us too.
+
+import type raw from 'raw-socket';
+import { addressToBytes, bytesToAddress, formatAddress, parseAddress } from '../lib/core/ipv6.js';
+import { jobTagHex, macKeyFor } from '../lib/core/keys.js';
+import { ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, KIND_HELLO, KIND_PROBE, ProbeWriter, verifyEcho, type EchoVerdict } from '../lib/core/probe.js';
+import { sipKey, type SipKey } from '../lib/core/siphash.js';
+import type { JobCounter } from '../lib/keys.js';
+import type { Logger } from '../lib/log.js';
+import type { Metrics } from '../lib/metrics.js';
+import { BoundedSet } from './bounded.js';
+import type { PeerReport } from './reporter.js';
+
+export interface ListenerOptions {
+  socket: raw.Socket;
+  networkKey: Uint8Array;
+  networkId: number;
+  /** This instance's own tag: its hellos are MACed under it. */
+  instanceTag: number;
+  /** Our own addresses, network order: an echo request's MAC covers its destination, which is one of them. */
+  localAddresses: () => readonly Uint8Array[];
+  /** Job id of a tag this installation scans with, or undefined for a foreign tag. */
+  jobOfTag: (tag: number) => string | undefined;
+  report: (peer: PeerReport) => void;
+  /** Adds to a job's counters (batched by the caller). */
+  count: (job: string, counter: JobCounter, n: number) => void;
+  answerHellos: boolean;
+  logger: Logger;
+  metrics: Metrics;
+  /** Most (job, address) pairs remembered for de-duplication. */
+  dedupeCapacity?: number;
+  /** Hellos per second at most, all peers together. */
+  helloRate?: number;
+  /** One hello per peer and probing job per this many ms. */
+  helloIntervalMs?: number;
+}
+
+const TWO32 = 2 ** 32;
+
+export class Listener {
+  private readonly seen: BoundedSet;
+  private readonly greeted: BoundedSet;
+  private readonly keyCache = new Map<number, SipKey>();
+  private readonly helloWriter: ProbeWriter;
+  private readonly helloPacket: Buffer;
+  private helloTokens: number;
+  private helloRefill = Date.now();
+  private readonly src = new Uint8Array(16);
+
+  constructor(private readonly o: ListenerOptions) {
+    this.seen = new BoundedSet(o.dedupeCapacity ?? 262_144);
+    this.greeted = new BoundedSet(65_536);
+    this.helloWriter = new ProbeWriter({ networkId: o.networkId, jobTag: o.instanceTag, macKey: macKeyFor(o.networkKey, o.instanceTag), kind: KIND_HELLO });
+    this.helloPacket = Buffer.alloc(this.helloWriter.packetBytes);
+    this.helloTokens = o.helloRate ?? 20;
+    o.socket.on('message', (buffer, source) => this.onPacket(buffer, source));
+  }
+
+  /** MAC keys of tags, derived from the network key; bounded so that hostile tags cannot grow it. */
+  private macKeyOf = (tag: number): SipKey => {
+    let key = this.keyCache.get(tag);
+    if (!key) {
+      if (this.keyCache.size >= 4096) this.keyCache.clear();
+      key = sipKey(macKeyFor(this.o.networkKey, tag));
+      this.keyCache.set(tag, key);
+    }
+    return key;
+  };
+
+  private jobName(tag: number): string {
+    return this.o.jobOfTag(tag) ?? jobTagHex(tag);
+  }
+
+  onPacket(packet: Uint8Array, source: string): void {
+    let src: Uint8Array;
+    try {
+      src = addressToBytes(parseAddress(source), this.src);
+    } catch {
+      return; // the kernel gave us something that is not an IPv6 address: nothing to attribute
+    }
+    const type = packet[0];
+    if (type === ICMP6_ECHO_REPLY) this.onReply(packet, src);
+    else if (type === ICMP6_ECHO_REQUEST) this.onRequest(packet, src);
+  }
+
+  private onReply(packet: Uint8Array, src: Uint8Array): void {
+    const v = verifyEcho(packet, src, this.o.networkId, this.macKeyOf);
+    if (!v.ok) {
+      // A reply that fails verification is counted against the job its identifier claims, if it is ours.
+      const job = packet.length >= 20 ? this.o.jobOfTag(readTag(packet)) : undefined;
+      this.o.metrics.replies.inc({ job: job ?? 'unknown', result: 'invalid' });
+      if (job) this.o.count(job, 'repliesInvalid', 1);
+      this.o.logger.debug({ source: formatAddress(bytesToAddress(src)), reason: v.reason }, 'invalid reply');
+      return;
+    }
+    const address = formatAddress(bytesToAddress(src));
+    if (v.kind === KIND_HELLO) {
+      // Our hello, echoed by the other instance's kernel: it is alive and of our network.
+      this.widescanPeer(address, this.jobName(Number(v.targetIndex % BigInt(TWO32))), undefined);
+      return;
+    }
+    const job = this.jobName(v.jobTag);
+    const rttMs = ((Date.now() % TWO32) - v.sendTimeMs + TWO32) % TWO32;
+    if (!this.seen.add(`h|${v.jobTag}|${address}`)) {
+      this.o.metrics.replies.inc({ job, result: 'duplicate' });
+      this.o.count(job, 'repliesDuplicate', 1);
+      return;
+    }
+    this.o.metrics.replies.inc({ job, result: 'valid' });
+    this.o.count(job, 'repliesValid', 1);
+    this.o.report({ address, kind: 'host', job, rttMs });
+  }
+
+  private onRequest(packet: Uint8Array, src: Uint8Array): void {
+    // Not "WSCN…": an ordinary ping, not ours to judge (and not worth a MAC per local address).
+    if (packet.length < 40 || packet[8] !== 0x57) return;
+    let verdict: EchoVerdict | undefined;
+    for (const dst of this.o.localAddresses()) {
+      const v = verifyEcho(packet, src, this.o.networkId, this.macKeyOf, { dst });
+      if (v.ok) {
+        verdict = v;
+        break;
+      }
+    }
+    if (!verdict || !verdict.ok) return;
+    // Our own probes (a worker scanning this node) and our own hellos are not peers.
+    if (verdict.jobTag === this.o.instanceTag || this.o.jobOfTag(verdict.jobTag) !== undefined) return;
+    const address = formatAddress(bytesToAddress(src));
+    if (verdict.kind === KIND_HELLO) {
+      const answered = Number(verdict.targetIndex % BigInt(TWO32));
+      this.widescanPeer(address, this.jobName(answered), undefined);
+    } else if (verdict.kind === KIND_PROBE) {
+      this.widescanPeer(address, jobTagHex(verdict.jobTag), verdict.jobTag);
+    }
+  }
+
+  private widescanPeer(address: string, job: string, probeTag: number | undefined): void {
+    if (this.seen.add(`w|${address}`)) {
+      this.o.logger.info({ address, job }, 'widescan peer');
+      this.o.report({ address, kind: 'widescan', job });
+    }
+    if (probeTag !== undefined && this.o.answerHellos) this.hello(address, probeTag);
+  }
+
+  private hello(address: string, probeTag: number): void {
+    const now = Date.now();
+    const rate = this.o.helloRate ?? 20;
+    this.helloTokens = Math.min(rate, this.helloTokens + ((now - this.helloRefill) * rate) / 1000);
+    this.helloRefill = now;
+    if (this.helloTokens < 1 || !this.greeted.add(`${address}|${probeTag}`, now + (this.o.helloIntervalMs ?? 600_000))) return;
+    this.helloTokens--;
+    const dst = addressToBytes(parseAddress(address));
+    this.helloWriter.write(this.helloPacket, 0, dst, 0, 0, probeTag >>> 0, now);
+    this.o.socket.send(this.helloPacket, 0, this.helloPacket.length, address, (err) => {
+      if (err) this.o.logger.warn({ err, address }, 'hello not sent');
+    });
+  }
+}
+
+/** The job tag field of a payload (bytes 8..11 after the 8-byte ICMPv6 header). */
+function readTag(packet: Uint8Array): number {
+  return ((packet[16] << 24) | (packet[17] << 16) | (packet[18] << 8) | packet[19]) >>> 0;
+}

@@ -1,0 +1,48 @@
+// Worker process entrypoint. Settings come from the environment (the operator's Deployment, or
+// `widescan run`, which starts one process per --workers).
+import { openIcmp6Socket } from '../lib/icmp6socket.js';
+import { envInt, envRequired } from '../lib/env.js';
+import { createLogger } from '../lib/log.js';
+import { createMetrics } from '../lib/metrics.js';
+import { connectRedis } from '../lib/redis.js';
+import { serveMetrics } from '../lib/serve.js';
+import type { Hardware } from './generator.js';
+import { ProbeSender } from './sender.js';
+import { ShardWorker } from './worker.js';
+
+const logger = createLogger('worker');
+const redisUrl = envRequired('WIDESCAN_REDIS_URL');
+const hardware = (process.env.WIDESCAN_HARDWARE ?? 'auto') as Hardware;
+if (!['auto', 'gpu', 'cpu'].includes(hardware)) throw new Error(`WIDESCAN_HARDWARE must be auto, gpu or cpu, got ${hardware}`);
+const metrics = createMetrics('worker');
+const redis = connectRedis(redisUrl);
+const sender = new ProbeSender(openIcmp6Socket({ receiveTypes: [], sendBufferBytes: 4 << 20 }));
+const worker = new ShardWorker({
+  redis,
+  connection: connectRedis(redisUrl),
+  sender,
+  logger,
+  metrics,
+  hardware,
+  lockMs: envInt('WIDESCAN_LOCK_MS', 30_000),
+  checkpointMs: envInt('WIDESCAN_CHECKPOINT_MS', 1000),
+});
+const metricsPort = envInt('WIDESCAN_METRICS_PORT', 0);
+const server = metricsPort ? await serveMetrics(metrics.registry, metricsPort, () => redis.status === 'ready') : undefined;
+
+let stopping = false;
+const shutdown = async (signal: string) => {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ signal }, 'stopping: returning the current shard to the queue');
+  await worker.stop();
+  sender.close();
+  server?.close();
+  redis.disconnect();
+  process.exit(0);
+};
+process.on('SIGTERM', () => void shutdown('SIGTERM'));
+process.on('SIGINT', () => void shutdown('SIGINT'));
+process.send?.({ type: 'ready' });
+logger.info({ hardware }, 'worker started');
+await worker.run();

@@ -1,0 +1,177 @@
+// The worker: takes shards from BullMQ, generates their probes, sends them under the job-wide rate cap,
+// checkpoints inside the shard (a redelivered shard resumes there), stops promptly when its job is
+// cancelled, and on SIGTERM hands the current shard back to the queue with its checkpoint.
+
+import { WaitingError, Worker, type ConnectionOptions, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { ProbeWriter } from '../lib/core/probe.js';
+import { shardAt } from '../lib/core/shards.js';
+import { addCounters, finishShard, loadJob, type JobRecord } from '../lib/jobstore.js';
+import { BULL_PREFIX, SHARD_QUEUE, keys } from '../lib/keys.js';
+import type { Logger } from '../lib/log.js';
+import type { Metrics } from '../lib/metrics.js';
+import type { ShardData } from '../lib/queue.js';
+import { TokenBucket } from '../lib/ratelimit.js';
+import { createGenerator, ProbeBatch, type AddressGenerator, type Hardware } from './generator.js';
+import type { ProbeSender } from './sender.js';
+
+/** Where a shard stands; stored as the BullMQ job's progress. */
+export interface Checkpoint {
+  pass: number;
+  position: number;
+  /** Excluded positions counted so far in pass 0. */
+  excluded: number;
+}
+
+export interface WorkerOptions {
+  redis: Redis;
+  connection: ConnectionOptions;
+  sender: ProbeSender;
+  logger: Logger;
+  metrics: Metrics;
+  /** What this node offers: a GPU pool worker runs `gpu`, a CPU pool worker `cpu`. */
+  hardware: Hardware;
+  checkpointMs?: number;
+  /** BullMQ lock; a worker silent this long (killed) has its shard redelivered. */
+  lockMs?: number;
+  concurrency?: number;
+}
+
+interface JobContext {
+  record: JobRecord;
+  generator: AddressGenerator;
+  batch: ProbeBatch;
+  bucket: TokenBucket;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class ShardWorker {
+  private readonly worker: Worker<ShardData>;
+  private readonly contexts = new Map<string, JobContext>();
+  private stopping = false;
+  private readonly checkpointMs: number;
+
+  constructor(private readonly options: WorkerOptions) {
+    this.checkpointMs = options.checkpointMs ?? 1000;
+    const lockDuration = options.lockMs ?? 30_000;
+    this.worker = new Worker<ShardData>(SHARD_QUEUE, (job, token) => this.process(job, token!), {
+      connection: options.connection,
+      prefix: BULL_PREFIX,
+      concurrency: options.concurrency ?? 1,
+      lockDuration,
+      stalledInterval: lockDuration,
+      maxStalledCount: 5,
+      autorun: false,
+    });
+    this.worker.on('failed', (job, err) => void this.onFailed(job, err));
+    this.worker.on('error', (err) => options.logger.error({ err }, 'worker error'));
+  }
+
+  run(): Promise<void> {
+    return this.worker.run();
+  }
+
+  /** Graceful stop: the running shard is checkpointed and returned to the queue, then BullMQ closes. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.worker.close();
+    for (const ctx of this.contexts.values()) await ctx.generator.close();
+    this.contexts.clear();
+  }
+
+  private async context(id: string): Promise<JobContext> {
+    const cached = this.contexts.get(id);
+    if (cached) return cached;
+    const record = await loadJob(this.options.redis, id);
+    const { job } = record;
+    const hardware: Hardware = job.spec.hardware === 'auto' ? this.options.hardware : job.spec.hardware;
+    const writer = new ProbeWriter({
+      networkId: record.networkId,
+      jobTag: job.tag,
+      macKey: record.macKey,
+      contact: job.spec.probe.contact,
+    });
+    const generator = createGenerator(hardware, job.space, writer);
+    // A batch is ~10 ms of probes at the job's rate: small enough to pace smoothly, large enough to amortise
+    // a Redis round trip for its tokens.
+    const size = Math.max(16, Math.min(4096, Math.ceil(job.spec.rate.packetsPerSecond / 100)));
+    const ctx: JobContext = { record, generator, batch: new ProbeBatch(size, writer.packetBytes), bucket: new TokenBucket(this.options.redis, keys.rate(id)) };
+    await this.options.redis.hset(keys.job(id), 'backend', generator.backend);
+    this.contexts.set(id, ctx);
+    return ctx;
+  }
+
+  private async process(bull: Job<ShardData>, token: string): Promise<void> {
+    const { job: id, shard: k } = bull.data;
+    const { redis, logger, metrics, sender } = this.options;
+    const ctx = await this.context(id);
+    const { job } = ctx.record;
+    const rate = job.spec.rate.packetsPerSecond;
+    const shard = shardAt(k, job.space.size, job.spec.shardSize);
+    const saved = bull.progress as Partial<Checkpoint> | number;
+    const cp: Checkpoint =
+      typeof saved === 'object' && saved !== null && typeof saved.position === 'number'
+        ? { pass: saved.pass ?? 0, position: saved.position, excluded: saved.excluded ?? 0 }
+        : { pass: 0, position: shard.start, excluded: 0 };
+    if (cp.position !== shard.start || cp.pass !== 0) logger.info({ job: id, shard: k, ...cp }, 'resuming shard from checkpoint');
+    const passes = 1 + job.spec.probe.retries;
+    let unsaved = { sent: 0, errors: 0 };
+    let lastSave = Date.now();
+
+    const save = async () => {
+      await bull.updateProgress({ ...cp });
+      await addCounters(redis, id, { probesSent: unsaved.sent, sendErrors: unsaved.errors });
+      unsaved = { sent: 0, errors: 0 };
+      lastSave = Date.now();
+    };
+
+    sender.setHopLimit(job.spec.probe.hopLimit);
+    for (; cp.pass < passes; cp.pass++, cp.position = shard.start) {
+      while (cp.position < shard.end) {
+        if (this.stopping) {
+          await save();
+          await bull.moveToWait(token);
+          logger.info({ job: id, shard: k, ...cp }, 'shard returned to the queue');
+          throw new WaitingError();
+        }
+        if (Date.now() - lastSave >= this.checkpointMs) {
+          await save();
+          if ((await redis.hget(keys.job(id), 'cancelled')) === '1') {
+            logger.info({ job: id, shard: k }, 'job cancelled; shard abandoned');
+            return;
+          }
+        }
+        // Tokens first, then generate: the send time in each probe's MAC (its RTT) is the time it leaves.
+        const grant = await ctx.bucket.take(Math.min(ctx.batch.capacity, shard.end - cp.position), rate);
+        if (grant.granted === 0) {
+          await sleep(Math.max(1, grant.waitMs));
+          continue;
+        }
+        const count = grant.granted;
+        const began = process.hrtime.bigint();
+        await ctx.generator.generate(cp.position, count, Date.now(), ctx.batch);
+        metrics.generationSeconds.observe({ backend: ctx.generator.backend }, Number(process.hrtime.bigint() - began) / 1e9);
+        metrics.addressesGenerated.inc({ backend: ctx.generator.backend }, count);
+        const result = await sender.send(ctx.batch, 0, ctx.batch.count);
+        unsaved.sent += result.sent;
+        metrics.probesSent.inc({ job: id, backend: ctx.generator.backend }, result.sent);
+        for (const [reason, n] of Object.entries(result.errors)) {
+          unsaved.errors += n;
+          metrics.sendErrors.inc({ job: id, reason }, n);
+        }
+        if (cp.pass === 0) cp.excluded += ctx.batch.excludedTotal();
+        cp.position += count;
+      }
+    }
+    await save();
+    if (await finishShard(redis, id, k, 'completed', cp.excluded)) logger.debug({ job: id, shard: k }, 'shard completed');
+  }
+
+  private async onFailed(bull: Job<ShardData> | undefined, err: Error): Promise<void> {
+    if (!bull || err instanceof WaitingError) return;
+    const final = bull.attemptsMade >= (bull.opts.attempts ?? 1);
+    this.options.logger.error({ err, job: bull.data.job, shard: bull.data.shard, attempt: bull.attemptsMade, final }, 'shard failed');
+    if (final) await finishShard(this.options.redis, bull.data.job, bull.data.shard, 'failed', 0);
+  }
+}
