@@ -17,6 +17,11 @@ import { networkSecretFrom, runJob } from './run.js';
 const EXIT_FAILURE = 1;
 const EXIT_INVALID = 2;
 
+/** Writes and waits until the text is handed to the OS: `process.exit` would cut a piped stdout short. */
+function emit(stream: NodeJS.WriteStream, text: string): Promise<void> {
+  return new Promise((resolve) => stream.write(text, () => resolve()));
+}
+
 class ExitError extends Error {
   constructor(readonly code: number, message: string) {
     super(message);
@@ -87,9 +92,9 @@ program
   .option('--blocklist <file>', 'operator blocklist: one prefix per line')
   .option('--full-limit-bits <n>', 'largest full block as a power of two', positiveInt(64), 32)
   .description('check a job without running it')
-  .action((file: string, o: { blocklist?: string; fullLimitBits: number }) => {
+  .action(async (file: string, o: { blocklist?: string; fullLimitBits: number }) => {
     const job = compileFile(file, readBlocklist(o.blocklist), o.fullLimitBits);
-    process.stdout.write(`ok: ${describe(job)}\n`);
+    await emit(process.stdout, `ok: ${describe(job)}\n`);
   });
 
 program
@@ -104,6 +109,8 @@ program
   .option('--no-progress', 'plain progress lines even on a terminal')
   .description('run a job on this machine: planner, workers, listener and bootstrap')
   .action(async (file: string, o: { redis?: string; output?: string; workers: number; networkKeyFile?: string; blocklist?: string; fullLimitBits: number; progress: boolean }) => {
+    // The components' JSON logs would drown the progress bar; WIDESCAN_LOG_LEVEL=info brings them back.
+    process.env.WIDESCAN_LOG_LEVEL ??= 'warn';
     if (o.output && !/\.(ndjson|csv)$/.test(o.output)) throw new ExitError(EXIT_INVALID, `--output ${o.output}: use a file name ending in .ndjson or .csv`);
     const blocklist = readBlocklist(o.blocklist);
     const job = compileFile(file, blocklist, o.fullLimitBits);
@@ -129,7 +136,7 @@ program
         (status.startTime && status.completionTime ? `, ${((Date.parse(status.completionTime) - Date.parse(status.startTime)) / 1000).toFixed(1)} s` : ''),
     );
     if (o.output) out.push(`peers written to ${o.output}`);
-    process.stdout.write(`${out.join('\n')}\n`);
+    await emit(process.stdout, `${out.join('\n')}\n`);
     if (status.phase !== 'Succeeded') throw new ExitError(EXIT_FAILURE, `job ended ${status.phase}`);
   });
 
@@ -175,9 +182,9 @@ try {
     process.exit(err.exitCode === 0 ? 0 : err.code === 'commander.executeSubCommandAsync' ? EXIT_FAILURE : EXIT_INVALID);
   }
   if (err instanceof ExitError) {
-    process.stderr.write(`widescan: ${err.message}\n`);
+    await emit(process.stderr, `widescan: ${err.message}\n`);
     process.exit(err.code);
   }
-  process.stderr.write(`widescan: ${(err as Error).stack ?? String(err)}\n`);
+  await emit(process.stderr, `widescan: ${(err as Error).stack ?? String(err)}\n`);
   process.exit(EXIT_FAILURE);
 }

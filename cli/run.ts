@@ -16,6 +16,7 @@ import type { JobStatus } from '../lib/core/status.js';
 import { removeJob } from '../lib/jobstore.js';
 import { createLogger } from '../lib/log.js';
 import { createShardQueue } from '../lib/queue.js';
+import type { Redis } from 'ioredis';
 import { connectRedis, startEmbeddedRedis, type EmbeddedRedis } from '../lib/redis.js';
 import { Planner } from '../operator/planner.js';
 
@@ -130,6 +131,19 @@ class Progress {
   }
 }
 
+/** Fails fast on an unreachable Redis (the clients themselves retry forever, as BullMQ needs). */
+async function reachable(redis: Redis, url: string): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Redis at ${url} did not answer within 5 s`)), 5000);
+  });
+  try {
+    await Promise.race([redis.ping(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Runs a compiled job to its end; throws on infrastructure failures (exit 1). */
 export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult> {
   const logger = createLogger('run');
@@ -152,6 +166,7 @@ export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult
     }
     const redis = connectRedis(redisUrl);
     cleanups.push(async () => redis.disconnect());
+    await reachable(redis, redisUrl);
     const secret = networkSecretFrom(o.networkKeyFile);
     const networkKey = networkKeyBytes(secret);
     const token = randomBytes(24).toString('hex');

@@ -5,7 +5,7 @@
 
 import type raw from 'raw-socket';
 import { addressToBytes, bytesToAddress, formatAddress, parseAddress } from '../lib/core/ipv6.js';
-import { jobTagHex, macKeyFor } from '../lib/core/keys.js';
+import { macKeyFor } from '../lib/core/keys.js';
 import { ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, KIND_HELLO, KIND_PROBE, ProbeWriter, verifyEcho, type EchoVerdict } from '../lib/core/probe.js';
 import { sipKey, type SipKey } from '../lib/core/siphash.js';
 import type { JobCounter } from '../lib/keys.js';
@@ -13,6 +13,9 @@ import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
 import { BoundedSet } from './bounded.js';
 import type { PeerReport } from './reporter.js';
+
+/** A report before its job tag is resolved to a job id. */
+export type TaggedReport = Omit<PeerReport, 'job'> & { tag: number };
 
 export interface ListenerOptions {
   socket: raw.Socket;
@@ -22,11 +25,14 @@ export interface ListenerOptions {
   instanceTag: number;
   /** Our own addresses, network order: an echo request's MAC covers its destination, which is one of them. */
   localAddresses: () => readonly Uint8Array[];
-  /** Job id of a tag this installation scans with, or undefined for a foreign tag. */
-  jobOfTag: (tag: number) => string | undefined;
-  report: (peer: PeerReport) => void;
-  /** Adds to a job's counters (batched by the caller). */
-  count: (job: string, counter: JobCounter, n: number) => void;
+  /** Whether a tag is one of this installation's jobs (as far as the registry has been read). */
+  isOwnTag: (tag: number) => boolean;
+  /** Metric label of a tag: the job id when known, else the tag in hex. */
+  labelOf: (tag: number) => string;
+  /** A peer found by the job with `tag`; the job's name is resolved by the caller, who may first re-read the registry. */
+  report: (peer: TaggedReport) => void;
+  /** Adds to the counters of the job with `tag` (batched and resolved by the caller). */
+  count: (tag: number, counter: JobCounter, n: number) => void;
   answerHellos: boolean;
   logger: Logger;
   metrics: Metrics;
@@ -70,10 +76,6 @@ export class Listener {
     return key;
   };
 
-  private jobName(tag: number): string {
-    return this.o.jobOfTag(tag) ?? jobTagHex(tag);
-  }
-
   onPacket(packet: Uint8Array, source: string): void {
     let src: Uint8Array;
     try {
@@ -90,28 +92,28 @@ export class Listener {
     const v = verifyEcho(packet, src, this.o.networkId, this.macKeyOf);
     if (!v.ok) {
       // A reply that fails verification is counted against the job its identifier claims, if it is ours.
-      const job = packet.length >= 20 ? this.o.jobOfTag(readTag(packet)) : undefined;
-      this.o.metrics.replies.inc({ job: job ?? 'unknown', result: 'invalid' });
-      if (job) this.o.count(job, 'repliesInvalid', 1);
+      const tag = packet.length >= 20 ? readTag(packet) : undefined;
+      this.o.metrics.replies.inc({ job: tag !== undefined && this.o.isOwnTag(tag) ? this.o.labelOf(tag) : 'unknown', result: 'invalid' });
+      if (tag !== undefined) this.o.count(tag, 'repliesInvalid', 1);
       this.o.logger.debug({ source: formatAddress(bytesToAddress(src)), reason: v.reason }, 'invalid reply');
       return;
     }
     const address = formatAddress(bytesToAddress(src));
     if (v.kind === KIND_HELLO) {
       // Our hello, echoed by the other instance's kernel: it is alive and of our network.
-      this.widescanPeer(address, this.jobName(Number(v.targetIndex % BigInt(TWO32))), undefined);
+      this.widescanPeer(address, Number(v.targetIndex % BigInt(TWO32)), undefined);
       return;
     }
-    const job = this.jobName(v.jobTag);
+    const job = this.o.labelOf(v.jobTag);
     const rttMs = ((Date.now() % TWO32) - v.sendTimeMs + TWO32) % TWO32;
     if (!this.seen.add(`h|${v.jobTag}|${address}`)) {
       this.o.metrics.replies.inc({ job, result: 'duplicate' });
-      this.o.count(job, 'repliesDuplicate', 1);
+      this.o.count(v.jobTag, 'repliesDuplicate', 1);
       return;
     }
     this.o.metrics.replies.inc({ job, result: 'valid' });
-    this.o.count(job, 'repliesValid', 1);
-    this.o.report({ address, kind: 'host', job, rttMs });
+    this.o.count(v.jobTag, 'repliesValid', 1);
+    this.o.report({ address, kind: 'host', tag: v.jobTag, rttMs });
   }
 
   private onRequest(packet: Uint8Array, src: Uint8Array): void {
@@ -127,20 +129,20 @@ export class Listener {
     }
     if (!verdict || !verdict.ok) return;
     // Our own probes (a worker scanning this node) and our own hellos are not peers.
-    if (verdict.jobTag === this.o.instanceTag || this.o.jobOfTag(verdict.jobTag) !== undefined) return;
+    if (verdict.jobTag === this.o.instanceTag || this.o.isOwnTag(verdict.jobTag)) return;
     const address = formatAddress(bytesToAddress(src));
     if (verdict.kind === KIND_HELLO) {
-      const answered = Number(verdict.targetIndex % BigInt(TWO32));
-      this.widescanPeer(address, this.jobName(answered), undefined);
+      // The hello names the job of ours whose probe it answers.
+      this.widescanPeer(address, Number(verdict.targetIndex % BigInt(TWO32)), undefined);
     } else if (verdict.kind === KIND_PROBE) {
-      this.widescanPeer(address, jobTagHex(verdict.jobTag), verdict.jobTag);
+      this.widescanPeer(address, verdict.jobTag, verdict.jobTag);
     }
   }
 
-  private widescanPeer(address: string, job: string, probeTag: number | undefined): void {
-    if (this.seen.add(`w|${address}`)) {
-      this.o.logger.info({ address, job }, 'widescan peer');
-      this.o.report({ address, kind: 'widescan', job });
+  private widescanPeer(address: string, tag: number, probeTag: number | undefined): void {
+    if (this.seen.add(`w|${tag}|${address}`)) {
+      this.o.logger.info({ address, job: this.o.labelOf(tag) }, 'widescan peer');
+      this.o.report({ address, kind: 'widescan', tag });
     }
     if (probeTag !== undefined && this.o.answerHellos) this.hello(address, probeTag);
   }

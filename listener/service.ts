@@ -4,13 +4,13 @@
 import { hostname, networkInterfaces } from 'node:os';
 import type { Redis } from 'ioredis';
 import { addressToBytes, parseAddress } from '../lib/core/ipv6.js';
-import { jobTagOf, networkIdOf } from '../lib/core/keys.js';
+import { jobTagHex, jobTagOf, networkIdOf } from '../lib/core/keys.js';
 import { openIcmp6Socket } from '../lib/icmp6socket.js';
 import { addCounters } from '../lib/jobstore.js';
 import { keys, type JobCounter } from '../lib/keys.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
-import { Listener } from './listener.js';
+import { Listener, type TaggedReport } from './listener.js';
 import { BootstrapReporter, StdoutReporter, type Reporter } from './reporter.js';
 
 export interface ListenerServiceOptions {
@@ -52,26 +52,41 @@ export async function startListenerService(o: ListenerServiceOptions): Promise<L
     ? new BootstrapReporter({ url: o.bootstrap.url, token: o.bootstrap.token, logger: o.logger, metrics: o.metrics })
     : new StdoutReporter();
 
-  // tag → job id, from the registry the planner writes; refreshed so that new jobs are recognised.
+  // tag → job id, from the registry the planner writes. A reply can arrive before the periodic re-read has
+  // seen a new job, so reports and counts of unknown tags wait for an immediate re-read instead of being
+  // attributed to a bare tag.
   let tags = new Map<number, string>();
-  const refreshTags = async () => {
-    if (!o.redis) return;
-    const h = await o.redis.hgetall(keys.tags());
-    tags = new Map(Object.entries(h).map(([hex, id]) => [parseInt(hex, 16), id]));
-  };
+  let refreshing: Promise<void> | undefined;
+  const refreshTags = () =>
+    (refreshing ??= (async () => {
+      try {
+        if (o.redis) tags = new Map(Object.entries(await o.redis.hgetall(keys.tags())).map(([hex, id]) => [parseInt(hex, 16), id]));
+      } finally {
+        refreshing = undefined;
+      }
+    })());
   await refreshTags();
+  const jobOf = (tag: number) => tags.get(tag) ?? jobTagHex(tag);
 
-  const pending = new Map<string, Partial<Record<JobCounter, number>>>();
+  const unresolved: TaggedReport[] = [];
+  const resolveReports = async () => {
+    if (unresolved.length === 0) return;
+    await refreshTags().catch((err) => o.logger.warn({ err: String(err) }, 'job registry unavailable'));
+    for (const { tag, ...peer } of unresolved.splice(0)) reporter.report({ ...peer, job: jobOf(tag) });
+  };
+  const pending = new Map<number, Partial<Record<JobCounter, number>>>();
   const flushCounters = async () => {
     if (!o.redis || pending.size === 0) return;
+    if ([...pending.keys()].some((tag) => !tags.has(tag))) await refreshTags();
     const batch = [...pending];
     pending.clear();
-    await Promise.all(batch.map(([job, deltas]) => addCounters(o.redis!, job, deltas)));
+    // Counters of foreign tags (other installations' jobs) have no job here to count against.
+    await Promise.all(batch.filter(([tag]) => tags.has(tag)).map(([tag, deltas]) => addCounters(o.redis!, tags.get(tag)!, deltas)));
   };
   const timer = setInterval(() => {
     refreshTags().catch((err) => o.logger.warn({ err: String(err) }, 'job registry unavailable'));
     flushCounters().catch((err) => o.logger.warn({ err: String(err) }, 'counters not written'));
-  }, 500);
+  }, 2000);
 
   const instanceId = o.instanceId ?? `${hostname()}/${process.pid}`;
   new Listener({
@@ -80,13 +95,22 @@ export async function startListenerService(o: ListenerServiceOptions): Promise<L
     networkId: networkIdOf(o.networkKey),
     instanceTag: jobTagOf(`instance/${instanceId}`),
     localAddresses: localAddressSource(),
-    jobOfTag: (tag) => tags.get(tag),
-    report: (peer) => reporter.report(peer),
-    count: (job, counter, n) => {
-      if (!o.redis || ![...tags.values()].includes(job)) return;
-      const deltas = pending.get(job) ?? {};
+    isOwnTag: (tag) => tags.has(tag),
+    labelOf: jobOf,
+    report: (peer) => {
+      const { tag, ...rest } = peer;
+      const job = tags.get(tag);
+      if (job !== undefined || !o.redis) {
+        reporter.report({ ...rest, job: job ?? jobTagHex(tag) });
+        return;
+      }
+      if (unresolved.push(peer) === 1) void resolveReports();
+    },
+    count: (tag, counter, n) => {
+      if (!o.redis) return;
+      const deltas = pending.get(tag) ?? {};
       deltas[counter] = (deltas[counter] ?? 0) + n;
-      pending.set(job, deltas);
+      pending.set(tag, deltas);
     },
     answerHellos: o.answerHellos,
     logger: o.logger,
@@ -97,6 +121,7 @@ export async function startListenerService(o: ListenerServiceOptions): Promise<L
   return {
     async flush() {
       await refreshTags();
+      await resolveReports();
       await flushCounters();
       await reporter.flush();
     },

@@ -33,13 +33,18 @@ export function rejectForeignSyntax(text: string, what: 'address' | 'prefix'): v
   if (/\s/.test(text)) throw new AddressError(`${q} contains whitespace; remove it`);
   const zone = text.indexOf('%');
   if (zone >= 0) {
-    throw new AddressError(`${q} has a zone id (${text.slice(zone, zone + 20)}); zone ids are not accepted`);
+    const id = JSON.stringify(text.slice(zone, zone + 20));
+    throw new AddressError(`${q} has a zone id ${id}; zone ids are not accepted`);
   }
   if (text.includes('[') || text.includes(']')) {
     throw new AddressError(`${q} has brackets; write the ${what} without [ ]`);
   }
 }
 
+/**
+ * Any RFC 4291 §2.2 text form: 1–4 hex digits per group in any case, one optional '::', and an optional
+ * dotted quad as the last 32 bits. Throws AddressError saying what is wrong.
+ */
 export function parseAddress(text: string): bigint {
   if (typeof text !== 'string') {
     throw new AddressError(`expected an IPv6 address as a string, got ${typeof text}`);
@@ -103,7 +108,8 @@ export function parseAddress(text: string): bigint {
     if (groups.length > 8) throw new AddressError(`${q} has ${groups.length} groups${counted}; expected 8`);
   } else if (groups.length > 7) {
     throw new AddressError(
-      `${q} has ${groups.length} groups besides '::'${counted}; at most 7 fit, as '::' stands for at least one zero group`,
+      `${q} has ${groups.length} groups besides '::'${counted}; ` +
+        `at most 7 fit, as '::' stands for at least one zero group`,
     );
   } else {
     const zeros = new Array<number>(8 - groups.length).fill(0);

@@ -93,7 +93,7 @@ const manifestSchema = {
       properties: {
         name: { type: 'string', minLength: 1, maxLength: 63, pattern: DNS1123_SUBDOMAIN.source },
         namespace: { type: 'string', minLength: 1, maxLength: 63, pattern: DNS1123_SUBDOMAIN.source },
-        uid: { type: 'string', maxLength: 128 },
+        uid: { type: 'string', minLength: 1, maxLength: 128 },
       },
     },
     spec: strict(specSchema),

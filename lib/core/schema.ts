@@ -52,7 +52,7 @@ export const specSchema = {
     },
     hardware: { type: 'string', enum: ['auto', 'gpu', 'cpu'], default: 'auto', description: 'Address generation backend: auto prefers a hardware GPU.' },
     shardSize: { type: 'integer', minimum: 256, maximum: 16_777_216, default: 65_536, description: 'Positions per shard (the unit of work and of redelivery).' },
-    seed: { type: 'string', maxLength: 256, description: 'Keys the scan order; default the job UID. Same seed, same order.' },
+    seed: { type: 'string', minLength: 1, maxLength: 256, description: 'Keys the scan order; default the job UID. Same seed, same order.' },
     probe: {
       type: 'object',
       default: {},

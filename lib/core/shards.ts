@@ -2,6 +2,8 @@
 // (the last one shorter). Positions, not indices: the permutation already spreads each shard over all
 // target blocks, and a shard is recomputable from (job, k) alone.
 
+import { MAX_INDEX_SPACE } from './schema.js';
+
 export interface Shard {
   readonly index: number;
   /** First position. */
@@ -11,7 +13,8 @@ export interface Shard {
 }
 
 export function shardCount(size: number, shardSize: number): number {
-  if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`size must be a safe non-negative integer, got ${size}`);
+  // size = 2^53 is allowed (a job may be that large); its positions 0 .. 2^53 − 1 are all safe integers.
+  if (!Number.isInteger(size) || size < 0 || size > MAX_INDEX_SPACE) throw new RangeError(`size must be an integer from 0 to 2^53, got ${size}`);
   if (!Number.isSafeInteger(shardSize) || shardSize < 1) throw new RangeError(`shardSize must be a positive integer, got ${shardSize}`);
   return Math.ceil(size / shardSize);
 }

@@ -66,21 +66,21 @@ export function classifyAddress(addr: bigint): SpecialRange {
  */
 export function classifyPrefix(p: Prefix): { scope: ScopeClass; ranges: SpecialRange[] } {
   const found = SCOPE_MAP.overlapping(p);
-  // The longest entry covering p decides every address of p that no entry inside p claims.
-  let covering = found[0]!;
-  for (const e of found) if (e.prefix.length <= p.length && e.prefix.length > covering.prefix.length) covering = e;
+  // The longest entry covering p (there is one: ::/0) decides every address of p that no entry inside
+  // p claims; each entry inside p decides its addresses that no longer entry claims.
+  const covering = found
+    .filter((e) => e.prefix.length <= p.length)
+    .reduce((best, e) => (e.prefix.length > best.prefix.length ? e : best));
   const inner = found.filter((e) => e.prefix.length > p.length);
+  const candidates = [{ region: p, range: covering.value }];
+  for (const e of inner) candidates.push({ region: e.prefix, range: e.value });
 
-  const candidates = [{ region: p, range: covering.value }, ...inner.map((e) => ({ region: e.prefix, range: e.value }))];
-  // A range decides some address only if the longer entries inside its region leave part of it uncovered
-  // (classification is rare, so reusing the exact difference beats a cleverer count).
-  const effective = candidates.filter(
-    ({ region }) =>
-      subtractPrefixes(
-        region,
-        inner.filter((e) => e.prefix.length > region.length).map((e) => e.prefix),
-      ).length > 0,
-  );
+  // A range counts only if the longer entries inside its region leave part of it uncovered (classifying
+  // is rare, so reusing the exact difference beats a cleverer count).
+  const effective = candidates.filter(({ region }) => {
+    const longer = inner.filter((e) => e.prefix.length > region.length).map((e) => e.prefix);
+    return subtractPrefixes(region, longer).length > 0;
+  });
 
   let scope: ScopeClass = 'global';
   for (const { range: r } of effective) if (RESTRICTION[r.scope] > RESTRICTION[scope]) scope = r.scope;

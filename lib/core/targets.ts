@@ -166,6 +166,8 @@ export function excludedRangesOf(prefix: Prefix, rules: ScopeRules): ExcludedRan
   for (const special of specials) {
     if (!isRefused(special.scope, rules)) continue;
     const region = intersection(special.prefix, prefix);
+    // A longer entry covering the whole region is the longest match for all of it (2000::/3 inside ::/0).
+    if (specials.some((o) => o.prefix.length > special.prefix.length && prefixCovers(o.prefix, region))) continue;
     const nested = specials.filter((o) => o.prefix.length > special.prefix.length && prefixCovers(region, o.prefix)).map((o) => o.prefix);
     for (const p of subtractPrefixes(region, nested)) candidates.push({ prefix: p, reason: special.scope, name: special.name });
   }
@@ -274,8 +276,8 @@ export class TargetSpace {
     specs.forEach((spec, ordinal) => {
       const size = blockSize(spec, ordinal, fullLimitBits);
       const ranges = excludedRangesOf(spec.prefix, rules);
-      const whole = ranges.find((r) => prefixCovers(r.prefix, spec.prefix));
-      if (whole) throw new TargetError(ordinal, 'prefix', wholeExclusionMessage(spec.prefix, whole));
+      const whole = wholeExclusionMessage(spec.prefix, ranges);
+      if (whole) throw new TargetError(ordinal, 'prefix', whole);
       if (offset + size > MAX_SIZE) {
         throw new TargetError(ordinal, 'prefix', `the targets add up to more than 2^53 addresses; split the job or use smaller budgets`);
       }
@@ -332,8 +334,17 @@ export class TargetSpace {
   }
 }
 
-function wholeExclusionMessage(prefix: Prefix, range: ExcludedRange): string {
+/** Why `prefix` has nothing left to scan, or undefined. `ranges` are disjoint and inside `prefix`. */
+function wholeExclusionMessage(prefix: Prefix, ranges: readonly ExcludedRange[]): string | undefined {
   const p = formatPrefix(prefix);
+  const range = ranges.find((r) => prefixCovers(r.prefix, prefix));
+  if (!range) {
+    // Several ranges can add up to the whole prefix (4000::/2 is non-global space around the SRv6 /16).
+    if (ranges.reduce((sum, r) => sum + prefixSize(r.prefix), 0n) !== prefixSize(prefix)) return undefined;
+    const names = [...new Set(ranges.map((r) => r.name))].join('; ');
+    const hint = ranges.some((r) => r.reason === 'nonGlobal') ? 'set allowNonGlobal: true to scan non-global space (labs only)' : 'remove the target or the exclusions';
+    return `prefix ${p} is entirely excluded (${names}); ${hint}`;
+  }
   switch (range.reason) {
     case 'never':
       return `prefix ${p} is ${range.name} space, which is never scanned`;

@@ -53,7 +53,7 @@ beforeEach(async () => {
 
 interface Reply {
   status: number;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any -- JSON of the API under test
+  body: any; // the JSON the API under test sent back, read field by field in assertions
   headers: Headers;
 }
 
@@ -111,7 +111,7 @@ async function dump(r: Redis = redis, dropLastSeen = false): Promise<Record<stri
       const h = await r.hgetall(k);
       if (dropLastSeen) delete h.last;
       out[k] = h;
-    } else if (type === 'zset') out[k] = await r.zrange(k, 0, -1, 'WITHSCORES');
+    } else if (type === 'zset') out[k] = await r.zrange(k, 0, '-1', 'WITHSCORES');
     else if (type === 'set') out[k] = (await r.smembers(k)).sort();
     else out[k] = await r.get(k);
   }
@@ -201,7 +201,7 @@ describe('upsert and list', () => {
     const [first] = (await list('?limit=1')).peers;
     expect(first).toMatchObject({ address: addr(1), kind: 'widescan', rttMs: 0 });
     // every score is distinct even though thousands were created within the same millisecond
-    const scores = await redis.zrange(keys.peersAll(), 0, -1, 'WITHSCORES');
+    const scores = await redis.zrange(keys.peersAll(), 0, '-1', 'WITHSCORES');
     expect(new Set(scores.filter((_, i) => i % 2 === 1)).size).toBe(9_999);
   });
 
@@ -480,7 +480,7 @@ describe('startBootstrap', () => {
       redisStopped = true;
       const ready = await fetch(`${svc.url}/readyz`);
       expect(ready.status).toBe(503);
-      expect((await ready.json()).status).toBe('unavailable');
+      expect(((await ready.json()) as { status: string }).status).toBe('unavailable');
       expect((await fetch(`${svc.url}/healthz`)).status).toBe(200);
       const list = await fetch(`${svc.url}/api/v1/peers`);
       expect(list.status).toBe(503);

@@ -37,7 +37,12 @@ describe('parsePrefix', () => {
     ['::ffff:0.0.0.0/96', A('::ffff:0:0'), 96, '::ffff:0.0.0.0/96'],
     ['8000::/1', 1n << 127n, 1, '8000::/1'],
     ['fe80::/10', A('fe80::'), 10, 'fe80::/10'],
-    ['ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255/128', ADDRESS_MAX, 128, 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128'],
+    [
+      'ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255/128',
+      ADDRESS_MAX,
+      128,
+      'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128',
+    ],
   ])('%s', (text, base, length, canonical) => {
     const p = parsePrefix(text);
     expect(p).toEqual({ base, length });
@@ -250,7 +255,11 @@ describe('rangeToPrefixes', () => {
       '2001:db8::20/123', '2001:db8::40/122', '2001:db8::80/122', '2001:db8::c0/123', '2001:db8::e0/124',
       '2001:db8::f0/125', '2001:db8::f8/126', '2001:db8::fc/127', '2001:db8::fe/128',
     ]],
-    ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128']],
+    [
+      'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff',
+      'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff',
+      ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128'],
+    ],
   ])('[%s, %s]', (first, last, expected) => {
     const ps = rangeToPrefixes(A(first), A(last));
     expect(coverProblem(ps, A(first), A(last))).toBe('');

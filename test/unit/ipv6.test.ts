@@ -29,7 +29,10 @@ const addressArb = fc.oneof(
 
 describe('parseAddress: RFC 4291 §2.2 text forms', () => {
   test.each([
-    ['ABCD:EF01:2345:6789:ABCD:EF01:2345:6789', fromGroups(0xabcd, 0xef01, 0x2345, 0x6789, 0xabcd, 0xef01, 0x2345, 0x6789)],
+    [
+      'ABCD:EF01:2345:6789:ABCD:EF01:2345:6789',
+      fromGroups(0xabcd, 0xef01, 0x2345, 0x6789, 0xabcd, 0xef01, 0x2345, 0x6789),
+    ],
     ['2001:DB8:0:0:8:800:200C:417A', fromGroups(0x2001, 0xdb8, 0, 0, 8, 0x800, 0x200c, 0x417a)],
     ['2001:DB8::8:800:200C:417A', fromGroups(0x2001, 0xdb8, 0, 0, 8, 0x800, 0x200c, 0x417a)],
     ['FF01:0:0:0:0:0:0:101', fromGroups(0xff01, 0, 0, 0, 0, 0, 0, 0x101)],
@@ -369,13 +372,16 @@ describe('properties', () => {
 
   // Independent oracles: Node's own IPv6 grammar decides validity, and the WHATWG URL parser (which
   // serialises hosts the RFC 5952 way, minus mixed notation) decides the value.
+  // A valid rendering with up to three characters inserted, deleted or replaced: about half stay valid.
+  const editArb = fc.tuple(fc.nat(), fc.constantFrom(...'0123456789abcdefABCDEF:.::..'), fc.constantFrom(0, 1, 2));
   const mutated = fc
-    .tuple(addressArb, fc.gen(), fc.array(fc.tuple(fc.nat(), fc.constantFrom(...'0123456789abcdefABCDEF:.::..'), fc.integer({ min: 0, max: 2 })), { maxLength: 3 }))
+    .tuple(addressArb, fc.gen(), fc.array(editArb, { maxLength: 3 }))
     .map(([a, g, edits]) => {
       let text = uncanonical(a, g);
       for (const [at, c, op] of edits) {
         const i = at % (text.length + 1);
-        text = op === 0 ? text.slice(0, i) + c + text.slice(i) : op === 1 ? text.slice(0, i) + text.slice(i + 1) : text.slice(0, i) + c + text.slice(i + 1);
+        const [keep, drop] = [text.slice(0, i), text.slice(i + (op === 0 ? 0 : 1))];
+        text = keep + (op === 1 ? '' : c) + drop;
       }
       return text;
     });

@@ -1,6 +1,14 @@
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
-import { type Prefix, formatPrefix, makePrefix, parsePrefix, prefixContains, prefixCovers } from '../../lib/core/cidr.js';
+import {
+  type Prefix,
+  formatPrefix,
+  makePrefix,
+  parsePrefix,
+  prefixContains,
+  prefixCovers,
+  prefixLast,
+} from '../../lib/core/cidr.js';
 import { ADDRESS_MAX, parseAddress } from '../../lib/core/ipv6.js';
 import { PrefixMap } from '../../lib/core/prefixmap.js';
 
@@ -11,9 +19,8 @@ const show = <V>(es: Array<{ prefix: Prefix; value: V }>): Array<[string, V]> =>
 
 function sample(): PrefixMap<string> {
   const m = new PrefixMap<string>();
-  for (const text of ['2001:db8::/32', '::/0', '2001:db8:1::/48', '2001:db8:1:2::/64', 'fe80::/10', '2001:db8:1:2::1/128']) {
-    m.set(P(text), text);
-  }
+  const texts = ['2001:db8::/32', '::/0', '2001:db8:1::/48', '2001:db8:1:2::/64', 'fe80::/10', '2001:db8:1:2::1/128'];
+  for (const text of texts) m.set(P(text), text);
   return m;
 }
 
@@ -179,7 +186,7 @@ describe('properties', () => {
         const ref = [...reference(entries).values()];
         expect(m.size).toBe(ref.length);
         // Also probe each prefix's own first and last addresses, where off-by-one masks would show.
-        const probes = [...addrs, ...ref.flatMap((e) => [e.prefix.base, e.prefix.base | ((1n << BigInt(128 - e.prefix.length)) - 1n)])];
+        const probes = [...addrs, ...ref.flatMap((e) => [e.prefix.base, prefixLast(e.prefix)])];
         for (const a of probes) {
           let best: { prefix: Prefix; value: number } | undefined;
           for (const e of ref) {

@@ -1,0 +1,234 @@
+// `widescan run` end to end, for real: the built CLI in a lab namespace, its own redis-server, BullMQ,
+// raw ICMPv6 sockets, the listener and bootstrap; the lab's kernels answer, its sink counts strays.
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadJob } from '../../lib/core/job.js';
+import { jobTagOf } from '../../lib/core/keys.js';
+import { labStatus, type LabInfo } from '../../testbed/lab.js';
+import { childPids, runCli, startCli, waitFor } from '../helpers/cli.js';
+import { expectedHosts, parseNdjson, startLab, stopLab, writeJob } from '../helpers/lab.js';
+
+let lab: LabInfo | undefined;
+beforeAll(async () => {
+  lab = await startLab();
+});
+afterAll(() => stopLab(lab));
+
+const out = (name: string) => join(tmpdir(), `widescan-${process.pid}-${name}.ndjson`);
+
+/** A job over 4096 addresses of the lab's aliased /64: every target answers, so "every target probed" is checkable. */
+const aliasedJob = (extra: string) =>
+  writeJob(`apiVersion: widescan.dev/v1alpha1
+kind: WidescanJob
+metadata: {name: alias, uid: alias-uid}
+spec:
+  targets: [{prefix: "fd00:5ca:1ab:1aa::/116", strategy: full}]
+  allowNonGlobal: true
+  probe: {replyTimeoutSeconds: 1}
+${extra}`);
+
+describe('widescan run in the lab', () => {
+  test('finds exactly the live population and the second instance, and never probes the excluded subnet', async () => {
+    const before = await labStatus(lab!.name);
+    const file = out('lab');
+    const r = await runCli(['run', 'examples/lab.yaml', '--network-key-file', lab!.networkKeyFile, '--output', file], { ns: lab!.namespaces.scan });
+    expect(r.stderr).not.toMatch(/"level":50/); // no error logs
+    expect(r.code).toBe(0);
+    const job = loadJob(readFileSync('examples/lab.yaml', 'utf8'));
+    const expected = expectedHosts(job, lab!);
+    expect(expected.size).toBeGreaterThan(20);
+    const peers = parseNdjson(readFileSync(file, 'utf8'));
+    expect(new Set(peers.map((p) => p.address))).toEqual(expected);
+    expect(peers).toHaveLength(expected.size); // no address twice
+    expect(peers.filter((p) => p.kind === 'widescan').map((p) => p.address)).toEqual([lab!.peerAddress]);
+    for (const p of peers) {
+      expect(p.job).toBe('lab');
+      expect(p.rttMs).toBeGreaterThanOrEqual(0);
+      expect(p.rttMs).toBeLessThan(5000);
+    }
+    const after = await labStatus(lab!.name);
+    expect(after.counters.sinkEchoRequests - before.counters.sinkEchoRequests).toBe(0);
+    // Every non-excluded target probed exactly once: 70144 positions − 16 excluded.
+    expect(r.stdout).toMatch(/Succeeded: 70128 probes, \d+ valid replies \(0 invalid, 0 duplicate\)/);
+    expect(r.stdout).toContain('16 excluded');
+  });
+
+  test('the blocklist wins over the job: blocklisted targets are never sent, the rest are', async () => {
+    const blocklist = join(tmpdir(), `widescan-${process.pid}-blocklist.txt`);
+    writeFileSync(blocklist, '# opt-outs\nfd00:5ca:1ab:9000::/121\n');
+    // …:9000::/120 is routed to the sink, which answers and counts every echo request it gets.
+    const file = writeJob(`apiVersion: widescan.dev/v1alpha1
+kind: WidescanJob
+metadata: {name: blocked}
+spec:
+  targets: [{prefix: "fd00:5ca:1ab:9000::/120", strategy: full}]
+  allowNonGlobal: true
+  probe: {replyTimeoutSeconds: 1}
+`);
+    const before = await labStatus(lab!.name);
+    const r = await runCli(['run', file, '--blocklist', blocklist], { ns: lab!.namespaces.scan });
+    expect(r.code).toBe(0);
+    const after = await labStatus(lab!.name);
+    expect(after.counters.sinkEchoRequests - before.counters.sinkEchoRequests).toBe(128);
+    expect(r.stdout).toMatch(/Succeeded: 128 probes/);
+    expect(r.stdout).toContain('128 excluded');
+    expect(r.stdout).not.toMatch(/fd00:5ca:1ab:9000::[0-7]?[0-9a-f]\s/); // nothing below ::80 reported
+    expect(r.stdout).toMatch(/fd00:5ca:1ab:9000::80\s+host/);
+  });
+
+  test('a worker killed with SIGKILL mid-shard: the shard is redelivered, resumes at its checkpoint, every target is probed', async () => {
+    const file = aliasedJob('  rate: {packetsPerSecond: 1500}\n  shardSize: 1024\n');
+    const run = startCli(['run', file, '--workers', '2', '--output', out('kill')], {
+      ns: lab!.namespaces.scan,
+      env: { WIDESCAN_LOCK_MS: '1500', WIDESCAN_CHECKPOINT_MS: '200' },
+    });
+    const workers = await waitFor(() => {
+      const pids = childPids(run.child.pid!, 'worker/main.js');
+      return pids.length === 2 && pids;
+    }, 15_000, 'two workers');
+    await new Promise((r) => setTimeout(r, 1200));
+    process.kill(workers[0]!, 'SIGKILL');
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('resuming shard from checkpoint');
+    const peers = parseNdjson(readFileSync(out('kill'), 'utf8'));
+    expect(peers.filter((p) => p.kind === 'host')).toHaveLength(4096);
+    const probes = Number(/Succeeded: (\d+) probes/.exec(r.stdout)![1]);
+    // Resumed, not restarted: at most a checkpoint interval of probes (≈ 300 at 1500/s) is sent twice.
+    expect(probes).toBeGreaterThanOrEqual(4096);
+    expect(probes).toBeLessThan(4096 + 600);
+  });
+
+  test('a worker stopped with SIGTERM hands its shard back at once (no lock expiry) and the job completes', async () => {
+    const file = aliasedJob('  rate: {packetsPerSecond: 1500}\n  shardSize: 1024\n');
+    const started = Date.now();
+    const run = startCli(['run', file, '--workers', '2', '--output', out('term')], {
+      ns: lab!.namespaces.scan,
+      env: { WIDESCAN_LOCK_MS: '60000', WIDESCAN_CHECKPOINT_MS: '200' },
+    });
+    const workers = await waitFor(() => {
+      const pids = childPids(run.child.pid!, 'worker/main.js');
+      return pids.length === 2 && pids;
+    }, 15_000, 'two workers');
+    await new Promise((r) => setTimeout(r, 1200));
+    process.kill(workers[0]!, 'SIGTERM');
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('shard returned to the queue');
+    // A shard left locked would have waited for the 60 s lock to expire.
+    expect(Date.now() - started).toBeLessThan(30_000);
+    expect(parseNdjson(readFileSync(out('term'), 'utf8')).filter((p) => p.kind === 'host')).toHaveLength(4096);
+  });
+
+  test('spoofed and malformed replies are counted invalid and never become peers', async () => {
+    const uid = 'spoof-test-uid';
+    const file = writeJob(`apiVersion: widescan.dev/v1alpha1
+kind: WidescanJob
+metadata: {name: spoof, uid: ${uid}}
+spec:
+  targets: [{prefix: "fd00:5ca:1ab:200::/120", strategy: full}]
+  allowNonGlobal: true
+  rate: {packetsPerSecond: 100}
+  probe: {replyTimeoutSeconds: 1}
+`);
+    const run = startCli(['run', file, '--network-key-file', lab!.networkKeyFile, '--output', out('spoof')], { ns: lab!.namespaces.scan });
+    const injector = join(tmpdir(), `widescan-${process.pid}-inject.mjs`);
+    writeFileSync(injector, INJECTOR);
+    await new Promise((r) => setTimeout(r, 1200)); // listener up
+    const sent = spawnSync('ip', ['netns', 'exec', lab!.namespaces.resp, process.execPath, injector, lab!.networkKeyFile, String(jobTagOf(uid)), process.cwd()], { encoding: 'utf8' });
+    expect(sent.status).toBe(0);
+    expect(Number(sent.stdout.trim())).toBe(300);
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    const peers = parseNdjson(readFileSync(out('spoof'), 'utf8'));
+    expect(peers.map((p) => p.address).sort()).toEqual(['fd00:5ca:1ab:200::1', 'fd00:5ca:1ab:200::80', 'fd00:5ca:1ab:200::ff']);
+    // The 100 forged MACs and 100 replies for another address carry the job's tag: counted against it.
+    const invalid = Number(/\((\d+) invalid/.exec(r.stdout)![1]);
+    expect(invalid).toBeGreaterThanOrEqual(200);
+  });
+});
+
+describe('widescan run refuses bad input before starting anything', () => {
+  const cases: Array<[string, string, RegExp]> = [
+    ['host bits set', '{prefix: "fd00:5ca:1ab:200::1/120", strategy: full}', /spec\.targets\[0\]\.prefix: .*did you mean fd00:5ca:1ab:200::\/120/],
+    ['unknown field', '{prefix: "fd00:5ca:1ab:200::/120", stratgy: full}', /spec\.targets\[0\]\.stratgy: unknown field/],
+    ['full too large', '{prefix: "2001:db8::/32", strategy: full}', /2\^96 addresses.*use random with a budget/],
+  ];
+  test.each(cases)('%s → exit 2 with the field, its line and the fix', async (_name, target, message) => {
+    const file = writeJob(`apiVersion: widescan.dev/v1alpha1\nkind: WidescanJob\nmetadata: {name: bad}\nspec:\n  allowNonGlobal: true\n  targets:\n    - ${target}\n`);
+    const r = await runCli(['run', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).toContain(`${file}:7:`);
+    expect(r.stderr).not.toContain('listener started'); // nothing was started
+  });
+
+  test('non-global space without allowNonGlobal is refused with the fix', async () => {
+    const file = writeJob('apiVersion: widescan.dev/v1alpha1\nkind: WidescanJob\nmetadata: {name: ula}\nspec:\n  targets: [{prefix: "fd00::/120", strategy: full}]\n');
+    const r = await runCli(['validate', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/not global; set allowNonGlobal: true/);
+  });
+
+  test('usage errors exit 2, infrastructure errors exit 1', async () => {
+    expect((await runCli(['run', 'examples/lab.yaml', '--output', 'peers.txt'])).code).toBe(2);
+    expect((await runCli(['run', 'examples/lab.yaml', '--workers', '0'])).code).toBe(2);
+    expect((await runCli(['run', '/nonexistent/job.yaml'])).code).toBe(2);
+    expect((await runCli(['frobnicate'])).code).toBe(2);
+    const r = await runCli(['run', 'examples/lab.yaml', '--redis', 'redis://127.0.0.1:1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/Redis at redis:\/\/127\.0\.0\.1:1 did not answer/);
+  });
+
+  test('validate prints the plan and exits 0', async () => {
+    const r = await runCli(['validate', 'examples/lab.yaml']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('70144 targets in 18 shards');
+  });
+});
+
+// Sends 6 kinds of bad echo replies, 50 each, from the responder namespace to the scanner.
+const INJECTOR = `
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+const [keyFile, tagText, repo] = process.argv.slice(2);
+const require = createRequire(repo + '/');
+const raw = require('raw-socket');
+const probe = await import(repo + '/dist/lib/core/probe.js');
+const keys = await import(repo + '/dist/lib/core/keys.js');
+const ipv6 = await import(repo + '/dist/lib/core/ipv6.js');
+const secret = keys.networkKeyBytes(readFileSync(keyFile, 'utf8').trim());
+const tag = Number(tagText);
+const scanner = 'fd00:5ca:1ab:f001::1';
+const me = ipv6.addressToBytes(ipv6.parseAddress('fd00:5ca:1ab:f001::2'));
+const other = ipv6.addressToBytes(ipv6.parseAddress('fd00:5ca:1ab:200::1'));
+const networkId = keys.networkIdOf(secret);
+const make = (macKey, dst, mutate) => {
+  const w = new probe.ProbeWriter({ networkId, jobTag: tag, macKey });
+  const b = Buffer.alloc(w.packetBytes);
+  w.write(b, 0, dst, 0, 0, 5, Date.now());
+  b[0] = 129;
+  mutate?.(b);
+  return b;
+};
+const good = keys.macKeyFor(secret, tag);
+const packets = [
+  make(keys.macKeyFor(Buffer.from('not the network key'), tag), me),       // forged MAC
+  make(good, other),                                                      // MAC for another address
+  make(good, me, (b) => { b[8] = 0x58; }),                                // wrong magic
+  make(good, me).subarray(0, 20),                                         // truncated
+  make(good, me, (b) => { b[14] ^= 0xff; }),                              // wrong network id
+  make(good, me, (b) => { b[13] = 3; }),                                  // unknown kind
+];
+const s = raw.createSocket({ addressFamily: raw.AddressFamily.IPv6, protocol: raw.Protocol.ICMPv6 });
+let sent = 0;
+for (let round = 0; round < 50; round++) {
+  for (const p of packets) await new Promise((res) => s.send(p, 0, p.length, scanner, (err) => { if (!err) sent++; res(); }));
+  await new Promise((r) => setTimeout(r, 10));
+}
+s.close();
+console.log(sent);
+`;
