@@ -16,6 +16,7 @@ import { networkSecretFrom, runJob } from './run.js';
 
 const EXIT_FAILURE = 1;
 const EXIT_INVALID = 2;
+const TABLE_ROWS = 100;
 
 /** Writes and waits until the text is handed to the OS: `process.exit` would cut a piped stdout short. */
 function emit(stream: NodeJS.WriteStream, text: string): Promise<void> {
@@ -115,7 +116,7 @@ program
     const blocklist = readBlocklist(o.blocklist);
     const job = compileFile(file, blocklist, o.fullLimitBits);
     process.stderr.write(`${describe(job)}\n`);
-    const { status, peers } = await runJob(job, {
+    const { status, peers, sendSeconds } = await runJob(job, {
       redis: o.redis,
       output: o.output,
       workers: o.workers,
@@ -125,15 +126,17 @@ program
       progress: o.progress && Boolean(process.stderr.isTTY),
       lockMs: process.env.WIDESCAN_LOCK_MS ? Number(process.env.WIDESCAN_LOCK_MS) : undefined,
     });
-    const width = Math.max(7, ...peers.map((p) => p.address.length));
+    // A terminal table of the first peers; the complete list is what --output is for.
+    const shown = peers.slice(0, TABLE_ROWS);
+    const width = shown.reduce((w, p) => Math.max(w, p.address.length), 7);
     const out = [`${'address'.padEnd(width)}  kind      rtt ms`];
-    for (const p of peers) out.push(`${p.address.padEnd(width)}  ${p.kind.padEnd(8)}  ${p.rttMs === null ? '-' : p.rttMs.toFixed(1)}`);
+    for (const p of shown) out.push(`${p.address.padEnd(width)}  ${p.kind.padEnd(8)}  ${p.rttMs === null ? '-' : p.rttMs.toFixed(1)}`);
+    if (peers.length > shown.length) out.push(`… ${peers.length - shown.length} more${o.output ? '' : ' (use --output to save them all)'}`);
     out.push(
       '',
-      `${status.phase}: ${status.probesSent} probes, ${status.repliesValid} valid replies (${status.repliesInvalid} invalid, ${status.repliesDuplicate} duplicate), ` +
+      `${status.phase}: ${status.probesSent} probes in ${sendSeconds.toFixed(1)} s (${Math.round(status.probesSent / Math.max(sendSeconds, 0.001))}/s), ${status.repliesValid} valid replies (${status.repliesInvalid} invalid, ${status.repliesDuplicate} duplicate), ` +
         `${peers.filter((p) => p.kind === 'host').length} hosts and ${peers.filter((p) => p.kind === 'widescan').length} widescan peers, ${status.excluded} excluded, ` +
-        `shards ${status.shards.completed}/${status.shards.total}${status.shards.failed ? ` (${status.shards.failed} failed)` : ''}` +
-        (status.startTime && status.completionTime ? `, ${((Date.parse(status.completionTime) - Date.parse(status.startTime)) / 1000).toFixed(1)} s` : ''),
+        `shards ${status.shards.completed}/${status.shards.total}${status.shards.failed ? ` (${status.shards.failed} failed)` : ''}`,
     );
     if (o.output) out.push(`peers written to ${o.output}`);
     await emit(process.stdout, `${out.join('\n')}\n`);

@@ -13,7 +13,7 @@ import { startBootstrap } from '../bootstrap/service.js';
 import type { CompiledJob } from '../lib/core/job.js';
 import { macKeyFor, networkIdOf, networkKeyBytes } from '../lib/core/keys.js';
 import type { JobStatus } from '../lib/core/status.js';
-import { removeJob } from '../lib/jobstore.js';
+import { loadJob, removeJob } from '../lib/jobstore.js';
 import { createLogger } from '../lib/log.js';
 import { createShardQueue } from '../lib/queue.js';
 import type { Redis } from 'ioredis';
@@ -35,6 +35,8 @@ export interface RunOptions {
 export interface RunResult {
   status: JobStatus;
   peers: Peer[];
+  /** From registration to the last shard done: the sending time, for a probes/s figure. */
+  sendSeconds: number;
 }
 
 const here = (rel: string) => fileURLToPath(new URL(rel, import.meta.url));
@@ -218,14 +220,20 @@ export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult
     }
     progress.stop();
     if (interrupted) {
+      // Cancel first and let the workers abandon their shards themselves (they look at the flag at every
+      // checkpoint), so that no probe of this job leaves after we return.
       await planner.cancel(job.id);
+      const deadline = Date.now() + 5000;
+      while ((await queue.getActiveCount()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       throw new Error('interrupted: the job was cancelled');
     }
     await askFlush(listener);
     status = await planner.tick(job.id);
+    const record = await loadJob(redis, job.id);
+    const sendSeconds = ((record.lastShardDoneMs ?? Date.now()) - (record.startTimeMs ?? Date.now())) / 1000;
     const peers = await allPeers(new PeerStore(redis), job.id);
     if (o.output) writePeers(o.output, peers);
-    return { status, peers };
+    return { status, peers, sendSeconds };
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

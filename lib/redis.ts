@@ -76,11 +76,12 @@ async function waitReady(child: ChildProcess, port: number): Promise<void> {
       try {
         await client.connect();
         await client.ping();
+        await client.quit();
         return;
       } catch {
+        // disconnect() on a closed client arms a timer that would keep the process alive for seconds
+        if (client.status !== 'end') client.disconnect();
         await new Promise((r) => setTimeout(r, 50));
-      } finally {
-        client.disconnect();
       }
     }
     throw new Error(`redis-server did not become ready on port ${port}: ${output.trim()}`);

@@ -52,7 +52,7 @@ describe('widescan run in the lab', () => {
     const after = await labStatus(lab!.name);
     expect(after.counters.sinkEchoRequests - before.counters.sinkEchoRequests).toBe(0);
     // Every non-excluded target probed exactly once: 70144 positions − 16 excluded.
-    expect(r.stdout).toMatch(/Succeeded: 70128 probes, \d+ valid replies \(0 invalid, 0 duplicate\)/);
+    expect(r.stdout).toMatch(/Succeeded: 70128 probes in [\d.]+ s \(\d+\/s\), \d+ valid replies \(0 invalid, 0 duplicate\)/);
     expect(r.stdout).toContain('16 excluded');
   });
 
@@ -121,6 +121,23 @@ spec:
     // A shard left locked would have waited for the 60 s lock to expire.
     expect(Date.now() - started).toBeLessThan(30_000);
     expect(parseNdjson(readFileSync(out('term'), 'utf8')).filter((p) => p.kind === 'host')).toHaveLength(4096);
+  });
+
+  test('SIGINT cancels the job: workers abandon their shards promptly and no probe leaves after exit', async () => {
+    const file = aliasedJob('  rate: {packetsPerSecond: 300}\n  shardSize: 1024\n');
+    const run = startCli(['run', file, '--workers', '2'], { ns: lab!.namespaces.scan, env: { WIDESCAN_CHECKPOINT_MS: '200' } });
+    await waitFor(() => childPids(run.child.pid!, 'worker/main.js').length === 2, 15_000, 'two workers');
+    await new Promise((r) => setTimeout(r, 1500));
+    const interruptedAt = Date.now();
+    run.child.kill('SIGINT');
+    const r = await run.done;
+    expect(r.code).toBe(1);
+    expect(Date.now() - interruptedAt).toBeLessThan(8000);
+    expect(r.stderr).toContain('interrupted: the job was cancelled');
+    expect(r.stderr).toContain('job cancelled; shard abandoned');
+    const after = await labStatus(lab!.name);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect((await labStatus(lab!.name)).counters.respEchoRequests).toBe(after.counters.respEchoRequests);
   });
 
   test('spoofed and malformed replies are counted invalid and never become peers', async () => {

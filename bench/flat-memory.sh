@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Memory of planner (the `run` process), worker, listener and Redis over a job of 2^BITS targets (default
+# 2^24), sampled every 10 s: flat lines mean memory does not grow with the job. The targets are dead lab
+# addresses (…:200::/104 routed to the responders, which drop them), so this measures the scan path only.
+# Usage: bash bench/flat-memory.sh [bits=24] [rate=100000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bits=${1:-24}
+rate=${2:-100000}
+bash scripts/setup.sh >/dev/null
+lab=bm$((RANDOM % 1000))
+trap 'node dist/cli/main.js testbed down --name "$lab" >/dev/null' EXIT
+node dist/cli/main.js testbed up --name "$lab" --no-peer >/dev/null
+job=$(mktemp --suffix=.yaml)
+cat >"$job" <<YAML
+apiVersion: widescan.dev/v1alpha1
+kind: WidescanJob
+metadata: {name: flat}
+spec:
+  targets: [{prefix: "fd00:5ca:1ab:200::/$((128 - bits))", strategy: full}]
+  allowNonGlobal: true
+  rate: {packetsPerSecond: $rate}
+  probe: {replyTimeoutSeconds: 1}
+YAML
+ip netns exec "$lab-scan" node dist/cli/main.js run "$job" --no-progress >/tmp/flat-memory.out 2>/tmp/flat-memory.err &
+runpid=$!
+rss() { awk '/VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo -; }
+child() { for c in $(cat /proc/"$runpid"/task/*/children 2>/dev/null); do grep -qa "$1" /proc/"$c"/cmdline 2>/dev/null && echo "$c"; done | head -1; }
+printf '%6s %10s %12s %12s %12s %14s\n' 't(s)' 'probes' 'planner MiB' 'worker MiB' 'listener MiB' 'redis used MiB'
+start=$(date +%s)
+while kill -0 "$runpid" 2>/dev/null; do
+  sleep 10
+  w=$(child worker/main.js); l=$(child listener/main.js); r=$(child redis-server)
+  [ -n "$r" ] || continue
+  port=$(tr '\0' ' ' </proc/"$r"/cmdline | sed -E 's/.*--port ([0-9]+).*/\1/')
+  used=$(ip netns exec "$lab-scan" redis-cli -p "$port" info memory | awk -F: '/^used_memory:/ { printf "%.1f", $2 / 1048576 }')
+  probes=$(ip netns exec "$lab-scan" redis-cli -p "$port" hget widescan:job:flat:counters probesSent)
+  printf '%6d %10s %12s %12s %12s %14s\n' $(($(date +%s) - start)) "${probes:-0}" "$(rss "$runpid")" "$(rss "$w")" "$(rss "$l")" "$used"
+done
+wait "$runpid" || true
+grep -E '^(Succeeded|Failed)' /tmp/flat-memory.out
