@@ -25,16 +25,17 @@ YAML
 ip netns exec "$lab-scan" node dist/cli/main.js run "$job" --no-progress >/tmp/flat-memory.out 2>/tmp/flat-memory.err &
 runpid=$!
 rss() { awk '/VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo -; }
-child() { for c in $(cat /proc/"$runpid"/task/*/children 2>/dev/null); do grep -qa "$1" /proc/"$c"/cmdline 2>/dev/null && echo "$c"; done | head -1; }
+child() { for c in $(cat /proc/"$runpid"/task/*/children 2>/dev/null); do if grep -qa "$1" /proc/"$c"/cmdline 2>/dev/null; then echo "$c"; fi; done | head -1; }
 printf '%6s %10s %12s %12s %12s %14s\n' 't(s)' 'probes' 'planner MiB' 'worker MiB' 'listener MiB' 'redis used MiB'
 start=$(date +%s)
 while kill -0 "$runpid" 2>/dev/null; do
   sleep 10
   w=$(child worker/main.js); l=$(child listener/main.js); r=$(child redis-server)
   [ -n "$r" ] || continue
-  port=$(tr '\0' ' ' </proc/"$r"/cmdline | sed -E 's/.*--port ([0-9]+).*/\1/')
-  used=$(ip netns exec "$lab-scan" redis-cli -p "$port" info memory | awk -F: '/^used_memory:/ { printf "%.1f", $2 / 1048576 }')
-  probes=$(ip netns exec "$lab-scan" redis-cli -p "$port" hget widescan:job:flat:counters probesSent)
+  # redis-server retitles itself "redis-server 127.0.0.1:PORT"
+  port=$(tr '\0' ' ' </proc/"$r"/cmdline | sed -E 's/.*:([0-9]+).*/\1/')
+  used=$(ip netns exec "$lab-scan" redis-cli -p "$port" info memory | awk -F: '/^used_memory:/ { printf "%.1f", $2 / 1048576 }' || true)
+  probes=$(ip netns exec "$lab-scan" redis-cli -p "$port" hget widescan:job:flat:counters probesSent || true)
   printf '%6d %10s %12s %12s %12s %14s\n' $(($(date +%s) - start)) "${probes:-0}" "$(rss "$runpid")" "$(rss "$w")" "$(rss "$l")" "$used"
 done
 wait "$runpid" || true

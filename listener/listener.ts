@@ -6,7 +6,7 @@
 import type raw from 'raw-socket';
 import { addressToBytes, bytesToAddress, formatAddress, parseAddress } from '../lib/core/ipv6.js';
 import { macKeyFor } from '../lib/core/keys.js';
-import { ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, KIND_HELLO, KIND_PROBE, ProbeWriter, verifyEcho, type EchoVerdict } from '../lib/core/probe.js';
+import { ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, KIND_HELLO, KIND_PROBE, PROBE_MAGIC, ProbeWriter, verifyEcho, type EchoVerdict } from '../lib/core/probe.js';
 import { sipKey, type SipKey } from '../lib/core/siphash.js';
 import type { JobCounter } from '../lib/keys.js';
 import type { Logger } from '../lib/log.js';
@@ -45,13 +45,14 @@ export interface ListenerOptions {
 }
 
 const TWO32 = 2 ** 32;
+/** The largest RTT the bootstrap accepts (bootstrap/server.ts). */
+export const MAX_RTT_MS = 600_000;
 
 export class Listener {
   private readonly seen: BoundedSet;
   private readonly greeted: BoundedSet;
   private readonly keyCache = new Map<number, SipKey>();
   private readonly helloWriter: ProbeWriter;
-  private readonly helloPacket: Buffer;
   private helloTokens: number;
   private helloRefill = Date.now();
   private readonly src = new Uint8Array(16);
@@ -60,7 +61,6 @@ export class Listener {
     this.seen = new BoundedSet(o.dedupeCapacity ?? 262_144);
     this.greeted = new BoundedSet(65_536);
     this.helloWriter = new ProbeWriter({ networkId: o.networkId, jobTag: o.instanceTag, macKey: macKeyFor(o.networkKey, o.instanceTag), kind: KIND_HELLO });
-    this.helloPacket = Buffer.alloc(this.helloWriter.packetBytes);
     this.helloTokens = o.helloRate ?? 20;
     o.socket.on('message', (buffer, source) => this.onPacket(buffer, source));
   }
@@ -89,6 +89,8 @@ export class Listener {
   }
 
   private onReply(packet: Uint8Array, src: Uint8Array): void {
+    // Echo replies without the magic answer somebody else's ping: not ours to judge, not "invalid".
+    if (!claimsWidescan(packet)) return;
     const v = verifyEcho(packet, src, this.o.networkId, this.macKeyOf);
     if (!v.ok) {
       // A reply that fails verification is counted against the job its identifier claims, if it is ours.
@@ -113,12 +115,14 @@ export class Listener {
     }
     this.o.metrics.replies.inc({ job, result: 'valid' });
     this.o.count(v.jobTag, 'repliesValid', 1);
-    this.o.report({ address, kind: 'host', tag: v.jobTag, rttMs });
+    // A very late echo or a clock step gives a meaningless RTT, which the bootstrap refuses together with
+    // the whole batch: such a host is still a host, reported without one.
+    this.o.report({ address, kind: 'host', tag: v.jobTag, ...(rttMs <= MAX_RTT_MS ? { rttMs } : {}) });
   }
 
   private onRequest(packet: Uint8Array, src: Uint8Array): void {
-    // Not "WSCN…": an ordinary ping, not ours to judge (and not worth a MAC per local address).
-    if (packet.length < 40 || packet[8] !== 0x57) return;
+    // An ordinary ping: not ours to judge (and not worth a MAC per local address).
+    if (!claimsWidescan(packet)) return;
     let verdict: EchoVerdict | undefined;
     for (const dst of this.o.localAddresses()) {
       const v = verifyEcho(packet, src, this.o.networkId, this.macKeyOf, { dst });
@@ -155,11 +159,19 @@ export class Listener {
     if (this.helloTokens < 1 || !this.greeted.add(`${address}|${probeTag}`, now + (this.o.helloIntervalMs ?? 600_000))) return;
     this.helloTokens--;
     const dst = addressToBytes(parseAddress(address));
-    this.helloWriter.write(this.helloPacket, 0, dst, 0, 0, probeTag >>> 0, now);
-    this.o.socket.send(this.helloPacket, 0, this.helloPacket.length, address, (err) => {
+    // A buffer per hello: raw-socket queues the buffer itself and sends it later, so a shared one would
+    // carry the last hello's destination MAC in every hello queued in the same tick.
+    const packet = Buffer.alloc(this.helloWriter.packetBytes);
+    this.helloWriter.write(packet, 0, dst, 0, 0, probeTag >>> 0, now);
+    this.o.socket.send(packet, 0, packet.length, address, (err) => {
       if (err) this.o.logger.warn({ err, address }, 'hello not sent');
     });
   }
+}
+
+/** Whether the payload starts with the WSCN magic, i.e. claims to be widescan traffic. */
+function claimsWidescan(packet: Uint8Array): boolean {
+  return packet.length >= 12 && packet[8] === PROBE_MAGIC[0] && packet[9] === PROBE_MAGIC[1] && packet[10] === PROBE_MAGIC[2] && packet[11] === PROBE_MAGIC[3];
 }
 
 /** The job tag field of a payload (bytes 8..11 after the 8-byte ICMPv6 header). */

@@ -72,11 +72,14 @@ export class BootstrapReporter implements Reporter {
         body: JSON.stringify({ peers: batch }),
         signal: AbortSignal.timeout(10_000),
       });
-      if (res.status >= 400 && res.status < 500) {
+      // Always read: an unread body keeps its connection busy until garbage collection.
+      const body = await res.text();
+      // 408 and 429 (a proxy's timeout or rate limit in front of the bootstrap) are worth retrying.
+      if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
         // The bootstrap refuses the batch itself: retrying cannot help; drop it loudly.
         this.buffer.splice(0, batch.length);
         this.o.metrics.reportsDropped.inc(batch.length);
-        this.o.logger.error({ status: res.status, body: await res.text() }, 'bootstrap refused a peer batch');
+        this.o.logger.error({ status: res.status, body: body.slice(0, 1000) }, 'bootstrap refused a peer batch');
         return;
       }
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
@@ -92,9 +95,14 @@ export class BootstrapReporter implements Reporter {
   async flush(deadlineMs = 30_000): Promise<void> {
     const deadline = Date.now() + deadlineMs;
     while (this.buffer.length > 0 || this.inflight) {
-      if (Date.now() > deadline) throw new Error(`could not deliver ${this.buffer.length} peer reports to ${this.o.url}`);
+      const left = deadline - Date.now();
+      if (left < 0) {
+        throw new Error(`could not deliver ${this.buffer.length} peer reports to ${this.o.url} within ${deadlineMs} ms; is the bootstrap service up?`);
+      }
       this.retryAt = Math.min(this.retryAt, Date.now() + 200);
-      await this.pump();
+      // A bootstrap that accepts connections but never answers must not hold the caller past its deadline.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.pump(), new Promise((r) => (timer = setTimeout(r, left)))]).finally(() => clearTimeout(timer));
       if (this.buffer.length > 0) await new Promise((r) => setTimeout(r, 50));
     }
   }

@@ -7,4 +7,10 @@ bash scripts/setup.sh
 npm run --silent typecheck
 # One test file at a time: the integration tests start process trees and namespaces; on 2 cores running them
 # side by side only makes them slower.
-node --experimental-vm-modules node_modules/jest/bin/jest.js --runInBand "$@"
+summary=$(mktemp)
+trap 'rm -f "$summary"' EXIT
+status=0
+node --experimental-vm-modules node_modules/jest/bin/jest.js --runInBand --json --outputFile="$summary" "$@" || status=$?
+# The plain closing line CI reads.
+node -e 'const r = require(process.argv[1]); console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed`)' "$summary" || true
+exit "$status"

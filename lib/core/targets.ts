@@ -278,7 +278,8 @@ export class TargetSpace {
       const ranges = excludedRangesOf(spec.prefix, rules);
       const whole = wholeExclusionMessage(spec.prefix, ranges);
       if (whole) throw new TargetError(ordinal, 'prefix', whole);
-      if (offset + size > MAX_SIZE) {
+      // Not `offset + size > MAX_SIZE`: above 2^53 the sum rounds (2^53 + 1 === 2^53).
+      if (size > MAX_SIZE - offset) {
         throw new TargetError(ordinal, 'prefix', `the targets add up to more than 2^53 addresses; split the job or use smaller budgets`);
       }
       compiled.push(new Block(spec, ordinal, size, offset, ranges, plannedExcludedOf(spec, ranges), options.seed));
