@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Probe rate and reply capture of `widescan run` in the namespace lab: one worker scans 2^20 addresses of the
-# lab's aliased /64 (every address answers), uncapped (rate 10^7). Prints the run's summary line per round.
-# Usage: bash bench/lab-rate.sh [rounds=3] [log2 targets=20]
+# Probe rate and reply capture of `widescan run` (one worker, uncapped: rate 10^7) in the namespace lab.
+#   aliased: 2^BITS addresses of the lab's aliased /64, every one answers (the stress case for the listener);
+#   sparse:  examples/lab.yaml's targets (70144 positions, 32 live), as a real scan's hit rate looks.
+# Prints the run's summary line and the capture ratio (valid replies / replies expected) per round. In the
+# aliased scenario each round also runs `masscan --ping` (Debian's 1.3.2) on the same targets right after,
+# and prints both rates and the ratios. masscan's send time is its wall time minus its --wait (2 s), so its
+# rate is slightly understated (start-up included); masscan sometimes hangs after --wait: bounded by timeout.
+# Usage: bash bench/lab-rate.sh [aliased|sparse] [rounds=3] [bits=20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-3}
-bits=${2:-20}
+scenario=${1:-aliased}
+rounds=${2:-3}
+bits=${3:-20}
 bash scripts/setup.sh >/dev/null
 lab=br$((RANDOM % 1000))
 trap 'node dist/cli/main.js testbed down --name "$lab" >/dev/null' EXIT
 node dist/cli/main.js testbed up --name "$lab" --no-peer >/dev/null
 job=$(mktemp --suffix=.yaml)
-cat >"$job" <<YAML
+case "$scenario" in
+  aliased)
+    expected=$((2 ** bits))
+    cat >"$job" <<YAML
 apiVersion: widescan.dev/v1alpha1
 kind: WidescanJob
 metadata: {name: rate}
@@ -21,10 +30,46 @@ spec:
   rate: {packetsPerSecond: 10000000}
   probe: {replyTimeoutSeconds: 2}
 YAML
+    ;;
+  sparse)
+    expected=32 # the lab job's live targets (the peer namespace's kernel answers even without a listener)
+    sed -e 's/packetsPerSecond: 20000/packetsPerSecond: 10000000/' examples/lab.yaml >"$job"
+    ;;
+  *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+esac
+router=$(ip -n "$lab-resp" link show "$lab-to-scan" | awk '/ether/ { print $2 }')
+# Both tools are timed the same way: the responder namespace's Icmp6InEchos counter, sampled every 50 ms;
+# the send rate is its increase over the time it kept increasing.
+sampled() {
+  local log=$1; shift
+  # One shell inside the responder namespace, builtins only, so that sampling costs next to nothing.
+  ip netns exec "$lab-resp" bash -c 'while :; do while read -r k v; do [ "$k" = Icmp6InEchos ] && break; done </proc/net/snmp6
+    printf "%s %s\n" "$EPOCHREALTIME" "$v"; read -r -t 0.05 <> <(:) || :; done' >"$log" &
+  local sampler=$!
+  "$@" || true
+  kill "$sampler"; wait "$sampler" 2>/dev/null || true
+}
+send_rate() { # from a sample log: probes/s while the counter rose
+  awk 'NR == 1 { c0 = $2 } $2 > last { if (!t0) t0 = prev; t1 = $1; n = $2 - c0 } { prev = $1; last = $2 } END { printf "%d", n / (t1 - t0) }' "$1"
+}
 for i in $(seq "$rounds"); do
-  line=$(ip netns exec "$lab-scan" node dist/cli/main.js run "$job" --no-progress 2>/dev/null | grep -E '^(Succeeded|Failed)')
-  probes=$(sed -E 's/^[A-Za-z]+: ([0-9]+) probes.*/\1/' <<<"$line")
+  log=$(mktemp)
+  out=$(mktemp)
+  sampled "$log" ip netns exec "$lab-scan" node dist/cli/main.js run "$job" --no-progress >"$out" 2>/dev/null
+  line=$(grep -E '^(Succeeded|Failed)' "$out")
   valid=$(sed -E 's/.* ([0-9]+) valid replies.*/\1/' <<<"$line")
-  echo "round $i: $line"
-  echo "round $i: capture $(awk -v v="$valid" -v p="$probes" 'BEGIN { printf "%.4f", v / p }')"
+  wrate=$(send_rate "$log")
+  wcap=$(awk -v v="$valid" -v e="$expected" 'BEGIN { printf "%.4f", v / e }')
+  echo "round $i: widescan: $line"
+  echo "round $i: widescan: sent at $wrate/s (responder counter), capture $wcap of $expected expected replies"
+  if [ "$scenario" = aliased ]; then
+    sampled "$log" timeout 300 ip netns exec "$lab-scan" masscan --ping --range "fd00:5ca:1ab:1aa::/$((128 - bits))" \
+      --adapter "$lab-to-resp" --adapter-ip fd00:5ca:1ab:f001::1 --router-mac "$router" --rate 10000000 --wait 2 -oL "$out" >/dev/null 2>&1
+    mrate=$(send_rate "$log")
+    found=$(grep -c '^open' "$out" || true)
+    mcap=$(awk -v f="$found" -v e="$expected" 'BEGIN { printf "%.4f", f / e }')
+    echo "round $i: masscan:  sent at $mrate/s (responder counter), capture $mcap ($found replies)"
+    echo "round $i: ratio widescan/masscan: rate $(awk -v a="$wrate" -v b="$mrate" 'BEGIN { printf "%.2f", a / b }'), capture $(awk -v a="$wcap" -v b="$mcap" 'BEGIN { printf "%.2f", a / b }')"
+  fi
+  rm -f "$log" "$out"
 done

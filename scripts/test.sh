@@ -12,5 +12,5 @@ trap 'rm -f "$summary"' EXIT
 status=0
 node --experimental-vm-modules node_modules/jest/bin/jest.js --runInBand --json --outputFile="$summary" "$@" || status=$?
 # The plain closing line CI reads.
-node -e 'const r = require(process.argv[1]); console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed`)' "$summary" || true
+node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed`)' "$summary" || true
 exit "$status"

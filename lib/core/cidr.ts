@@ -64,40 +64,40 @@ export function parsePrefix(text: string): Prefix {
     throw new AddressError(`expected an IPv6 prefix as a string, got ${typeof text}`);
   }
   rejectForeignSyntax(text, 'prefix');
-  const q = quoteInput(text);
+  const q = () => quoteInput(text); // only on the error path: quoting costs more than parsing
   if (text.length > MAX_TEXT_LENGTH) {
-    throw new AddressError(`${q} is longer than ${MAX_TEXT_LENGTH} characters, the longest IPv6 prefix text`);
+    throw new AddressError(`${q()} is longer than ${MAX_TEXT_LENGTH} characters, the longest IPv6 prefix text`);
   }
   const slash = text.indexOf('/');
   if (slash < 0) {
     throw new AddressError(
-      `${q} has no prefix length; write address/length, such as 2001:db8::/32 (or /128 for a single address)`,
+      `${q()} has no prefix length; write address/length, such as 2001:db8::/32 (or /128 for a single address)`,
     );
   }
-  if (text.indexOf('/', slash + 1) >= 0) throw new AddressError(`${q} has more than one '/'`);
+  if (text.indexOf('/', slash + 1) >= 0) throw new AddressError(`${q()} has more than one '/'`);
 
   let base: bigint;
   try {
     base = parseAddress(text.slice(0, slash));
   } catch (e) {
-    if (e instanceof AddressError) throw new AddressError(`${q} is not a valid prefix: ${e.message}`);
+    if (e instanceof AddressError) throw new AddressError(`${q()} is not a valid prefix: ${e.message}`);
     throw e;
   }
 
   const lenText = text.slice(slash + 1);
-  if (lenText === '') throw new AddressError(`${q} has an empty prefix length after '/'; expected 0 to 128`);
+  if (lenText === '') throw new AddressError(`${q()} has an empty prefix length after '/'; expected 0 to 128`);
   let length = 0;
   for (let i = 0; i < lenText.length; i++) {
     const c = lenText.charCodeAt(i);
     if (c < 0x30 || c > 0x39) {
-      throw new AddressError(`${q} has prefix length "${lenText}", which is not a decimal integer from 0 to 128`);
+      throw new AddressError(`${q()} has prefix length "${lenText}", which is not a decimal integer from 0 to 128`);
     }
     length = length * 10 + (c - 0x30);
   }
   if (lenText.length > 1 && lenText[0] === '0') {
-    throw new AddressError(`${q} has prefix length "${lenText}" with a leading zero`);
+    throw new AddressError(`${q()} has prefix length "${lenText}" with a leading zero`);
   }
-  if (length > 128) throw new AddressError(`${q} has prefix length ${length}, more than 128`);
+  if (length > 128) throw new AddressError(`${q()} has prefix length ${length}, more than 128`);
 
   const masked = base & NET_MASK[length]!;
   if (masked !== base) {

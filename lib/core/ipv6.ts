@@ -24,20 +24,20 @@ export function quoteInput(text: string): string {
 
 /** Rejects the text forms that other tools accept but widescan does not, with a message saying why. */
 export function rejectForeignSyntax(text: string, what: 'address' | 'prefix'): void {
-  const q = quoteInput(text);
+  const q = () => quoteInput(text); // only on the error path: quoting costs more than parsing
   if (text.length === 0) {
     throw new AddressError(
-      `${q} is empty; expected an IPv6 ${what} such as ${what === 'address' ? '2001:db8::1' : '2001:db8::/32'}`,
+      `${q()} is empty; expected an IPv6 ${what} such as ${what === 'address' ? '2001:db8::1' : '2001:db8::/32'}`,
     );
   }
-  if (/\s/.test(text)) throw new AddressError(`${q} contains whitespace; remove it`);
+  if (/\s/.test(text)) throw new AddressError(`${q()} contains whitespace; remove it`);
   const zone = text.indexOf('%');
   if (zone >= 0) {
     const id = JSON.stringify(text.slice(zone, zone + 20));
-    throw new AddressError(`${q} has a zone id ${id}; zone ids are not accepted`);
+    throw new AddressError(`${q()} has a zone id ${id}; zone ids are not accepted`);
   }
   if (text.includes('[') || text.includes(']')) {
-    throw new AddressError(`${q} has brackets; write the ${what} without [ ]`);
+    throw new AddressError(`${q()} has brackets; write the ${what} without [ ]`);
   }
 }
 
@@ -50,27 +50,27 @@ export function parseAddress(text: string): bigint {
     throw new AddressError(`expected an IPv6 address as a string, got ${typeof text}`);
   }
   rejectForeignSyntax(text, 'address');
-  const q = quoteInput(text);
+  const q = () => quoteInput(text); // only on the error path: quoting costs more than parsing
   if (text.includes('/')) {
     throw new AddressError(
-      `${q} has a prefix length; a single address is expected here (use a prefix only where one is expected)`,
+      `${q()} has a prefix length; a single address is expected here (use a prefix only where one is expected)`,
     );
   }
   if (text.length > MAX_TEXT_LENGTH) {
-    throw new AddressError(`${q} is longer than ${MAX_TEXT_LENGTH} characters, the longest IPv6 address text`);
+    throw new AddressError(`${q()} is longer than ${MAX_TEXT_LENGTH} characters, the longest IPv6 address text`);
   }
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (hexValue(c) < 0 && c !== 0x3a /* : */ && c !== 0x2e /* . */) {
-      throw new AddressError(`${q} contains ${JSON.stringify(text[i])}, which is not a hex digit, ':' or '.'`);
+      throw new AddressError(`${q()} contains ${JSON.stringify(text[i])}, which is not a hex digit, ':' or '.'`);
     }
   }
-  if (!text.includes(':')) throw new AddressError(`${q} is not an IPv6 address (it has no ':')`);
-  if (text.includes(':::')) throw new AddressError(`${q} contains ':::'; at most two colons may stand together`);
+  if (!text.includes(':')) throw new AddressError(`${q()} is not an IPv6 address (it has no ':')`);
+  if (text.includes(':::')) throw new AddressError(`${q()} contains ':::'; at most two colons may stand together`);
 
   const gap = text.indexOf('::');
   if (gap >= 0 && text.indexOf('::', gap + 2) >= 0) {
-    throw new AddressError(`${q} contains '::' more than once; it may stand for only one run of zero groups`);
+    throw new AddressError(`${q()} contains '::' more than once; it may stand for only one run of zero groups`);
   }
   const headText = gap >= 0 ? text.slice(0, gap) : text;
   const tailText = gap >= 0 ? text.slice(gap + 2) : '';
@@ -81,14 +81,14 @@ export function parseAddress(text: string): bigint {
   // Only a part at the very start or end can be empty here: an empty part elsewhere would have been
   // '::' (split off above) or ':::' (rejected above).
   const parsePart = (part: string, isFirst: boolean, isLast: boolean): void => {
-    if (part === '') throw new AddressError(`${q} ${isFirst ? 'starts' : 'ends'} with a single ':'`);
+    if (part === '') throw new AddressError(`${q()} ${isFirst ? 'starts' : 'ends'} with a single ':'`);
     if (part.includes('.')) {
-      if (!isLast) throw new AddressError(`${q} has an embedded IPv4 address that is not in the last 32 bits`);
+      if (!isLast) throw new AddressError(`${q()} has an embedded IPv4 address that is not in the last 32 bits`);
       const v4 = parseDottedQuad(part, q);
       groups.push(v4 >>> 16, v4 & 0xffff);
       return;
     }
-    if (part.length > 4) throw new AddressError(`${q} has group "${part}" with more than 4 hex digits`);
+    if (part.length > 4) throw new AddressError(`${q()} has group "${part}" with more than 4 hex digits`);
     let value = 0;
     for (let i = 0; i < part.length; i++) value = (value << 4) | hexValue(part.charCodeAt(i));
     groups.push(value);
@@ -102,13 +102,13 @@ export function parseAddress(text: string): bigint {
   if (gap < 0) {
     if (groups.length < 8) {
       throw new AddressError(
-        `${q} has ${groups.length} groups${counted}; expected 8 (use '::' to stand for a run of zero groups)`,
+        `${q()} has ${groups.length} groups${counted}; expected 8 (use '::' to stand for a run of zero groups)`,
       );
     }
-    if (groups.length > 8) throw new AddressError(`${q} has ${groups.length} groups${counted}; expected 8`);
+    if (groups.length > 8) throw new AddressError(`${q()} has ${groups.length} groups${counted}; expected 8`);
   } else if (groups.length > 7) {
     throw new AddressError(
-      `${q} has ${groups.length} groups besides '::'${counted}; ` +
+      `${q()} has ${groups.length} groups besides '::'${counted}; ` +
         `at most 7 fit, as '::' stands for at least one zero group`,
     );
   } else {
@@ -131,26 +131,26 @@ function hexValue(c: number): number {
 }
 
 /** Strict dotted quad: four decimal octets 0..255, no leading zeros (which some parsers read as octal). */
-function parseDottedQuad(part: string, q: string): number {
+function parseDottedQuad(part: string, q: () => string): number {
   const octets = part.split('.');
   if (octets.length !== 4) {
-    throw new AddressError(`${q} has embedded IPv4 "${part}" with ${octets.length} octets; expected 4`);
+    throw new AddressError(`${q()} has embedded IPv4 "${part}" with ${octets.length} octets; expected 4`);
   }
   let value = 0;
   for (const octet of octets) {
-    if (octet === '') throw new AddressError(`${q} has embedded IPv4 "${part}" with an empty octet`);
+    if (octet === '') throw new AddressError(`${q()} has embedded IPv4 "${part}" with an empty octet`);
     let n = 0;
     for (let i = 0; i < octet.length; i++) {
       const c = octet.charCodeAt(i);
       if (c < 0x30 || c > 0x39) {
-        throw new AddressError(`${q} has embedded IPv4 "${part}" with non-decimal octet "${octet}"`);
+        throw new AddressError(`${q()} has embedded IPv4 "${part}" with non-decimal octet "${octet}"`);
       }
       n = n * 10 + (c - 0x30);
       // Stop early so a long digit string cannot grow n; the length cap bounds this anyway.
-      if (n > 255) throw new AddressError(`${q} has IPv4 octet "${octet}" greater than 255`);
+      if (n > 255) throw new AddressError(`${q()} has IPv4 octet "${octet}" greater than 255`);
     }
     if (octet.length > 1 && octet[0] === '0') {
-      throw new AddressError(`${q} has IPv4 octet "${octet}" with a leading zero`);
+      throw new AddressError(`${q()} has IPv4 octet "${octet}" with a leading zero`);
     }
     value = value * 256 + n;
   }
