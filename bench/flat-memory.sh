@@ -7,21 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bits=${1:-24}
 rate=${2:-100000}
-bash scripts/setup.sh >/dev/null
-lab=bm$((RANDOM % 1000))
-trap 'node dist/cli/main.js testbed down --name "$lab" >/dev/null' EXIT
-node dist/cli/main.js testbed up --name "$lab" --no-peer >/dev/null
-job=$(mktemp --suffix=.yaml)
-cat >"$job" <<YAML
-apiVersion: widescan.dev/v1alpha1
-kind: WidescanJob
-metadata: {name: flat}
-spec:
-  targets: [{prefix: "fd00:5ca:1ab:200::/$((128 - bits))", strategy: full}]
-  allowNonGlobal: true
-  rate: {packetsPerSecond: $rate}
-  probe: {replyTimeoutSeconds: 1}
-YAML
+source bench/lab.sh
+bench_lab bm
+job=$(bench_job flat "fd00:5ca:1ab:200::/$((128 - bits))" "$rate" 1)
 ip netns exec "$lab-scan" node dist/cli/main.js run "$job" --no-progress >/tmp/flat-memory.out 2>/tmp/flat-memory.err &
 runpid=$!
 rss() { awk '/VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo -; }

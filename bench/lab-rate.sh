@@ -1,38 +1,26 @@
 #!/usr/bin/env bash
 # Probe rate and reply capture of `widescan run` (one worker, uncapped: rate 10^7) in the namespace lab.
 #   aliased: 2^BITS addresses of the lab's aliased /64, every one answers (the stress case for the listener);
-#   sparse:  examples/lab.yaml's targets (70144 positions, 32 live), as a real scan's hit rate looks.
-# Prints the run's summary line and the capture ratio (valid replies / replies expected) per round. In the
-# aliased scenario each round also runs `masscan --ping` (Debian's 1.3.2) on the same targets right after,
-# and prints both rates and the ratios. masscan's send time is its wall time minus its --wait (2 s), so its
-# rate is slightly understated (start-up included); masscan sometimes hangs after --wait: bounded by timeout.
-# Usage: bash bench/lab-rate.sh [aliased|sparse] [rounds=3] [bits=20]
+#   sparse:  examples/lab.yaml's targets (70144 positions, 32 live), as a real scan's hit rate looks;
+#   dead:    2^BITS addresses nobody answers (…:200::/(128-BITS)): the send path alone.
+# Prints the run's summary line (its probes/s: registration to last shard done) and the capture ratio (valid
+# replies / replies expected) per round. In the aliased scenario each round also runs `masscan --ping`
+# (Debian's 1.3.2) on the same targets right after, times both tools by the responder's counter, and prints
+# the ratios. masscan sometimes hangs after --wait: bounded by a timeout.
+# Usage: bash bench/lab-rate.sh [aliased|sparse|dead] [rounds=3] [bits=20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:-aliased}
 rounds=${2:-3}
 bits=${3:-20}
-bash scripts/setup.sh >/dev/null
-lab=br$((RANDOM % 1000))
-trap 'node dist/cli/main.js testbed down --name "$lab" >/dev/null' EXIT
-node dist/cli/main.js testbed up --name "$lab" --no-peer >/dev/null
-job=$(mktemp --suffix=.yaml)
+source bench/lab.sh
+bench_lab br
 case "$scenario" in
-  aliased)
-    expected=$((2 ** bits))
-    cat >"$job" <<YAML
-apiVersion: widescan.dev/v1alpha1
-kind: WidescanJob
-metadata: {name: rate}
-spec:
-  targets: [{prefix: "fd00:5ca:1ab:1aa::/$((128 - bits))", strategy: full}]
-  allowNonGlobal: true
-  rate: {packetsPerSecond: 10000000}
-  probe: {replyTimeoutSeconds: 2}
-YAML
-    ;;
+  aliased) expected=$((2 ** bits)); job=$(bench_job rate "fd00:5ca:1ab:1aa::/$((128 - bits))" 10000000 2) ;;
+  dead) expected=0; job=$(bench_job rate "fd00:5ca:1ab:200::/$((128 - bits))" 10000000 1) ;;
   sparse)
     expected=32 # the lab job's live targets (the peer namespace's kernel answers even without a listener)
+    job=$(mktemp --suffix=.yaml)
     sed -e 's/packetsPerSecond: 20000/packetsPerSecond: 10000000/' examples/lab.yaml >"$job"
     ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
@@ -59,10 +47,12 @@ for i in $(seq "$rounds"); do
   line=$(grep -E '^(Succeeded|Failed)' "$out")
   valid=$(sed -E 's/.* ([0-9]+) valid replies.*/\1/' <<<"$line")
   wrate=$(send_rate "$log")
-  wcap=$(awk -v v="$valid" -v e="$expected" 'BEGIN { printf "%.4f", v / e }')
   echo "round $i: widescan: $line"
-  echo "round $i: widescan: sent at $wrate/s (responder counter), capture $wcap of $expected expected replies"
+  if [ "$scenario" = dead ]; then continue; fi
+  wcap=$(awk -v v="$valid" -v e="$expected" 'BEGIN { printf "%.4f", v / e }')
+  echo "round $i: widescan: capture $wcap of $expected expected replies"
   if [ "$scenario" = aliased ]; then
+    echo "round $i: widescan: sent at $wrate/s (responder counter)"
     sampled "$log" timeout 300 ip netns exec "$lab-scan" masscan --ping --range "fd00:5ca:1ab:1aa::/$((128 - bits))" \
       --adapter "$lab-to-resp" --adapter-ip fd00:5ca:1ab:f001::1 --router-mac "$router" --rate 10000000 --wait 2 -oL "$out" >/dev/null 2>&1
     mrate=$(send_rate "$log")

@@ -174,7 +174,7 @@ program
     redis?.disconnect();
   });
 
-program.addCommand(testbedCommand({ peerCommand: (info) => defaultPeerCommand(cliPath, info) }));
+program.addCommand(testbedCommand({ peerCommand: () => defaultPeerCommand(cliPath) }));
 
 try {
   await program.parseAsync(process.argv);

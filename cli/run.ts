@@ -17,6 +17,7 @@ import { loadJob, removeJob } from '../lib/jobstore.js';
 import { createLogger } from '../lib/log.js';
 import { createShardQueue } from '../lib/queue.js';
 import type { Redis } from 'ioredis';
+import { stopChild } from '../lib/proc.js';
 import { connectRedis, startEmbeddedRedis, type EmbeddedRedis } from '../lib/redis.js';
 import { Planner } from '../operator/planner.js';
 
@@ -51,15 +52,6 @@ function startChild(script: string, env: Record<string, string>, name: string): 
       child.off('exit', onExit);
       resolve(child);
     });
-  });
-}
-
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    child.once('exit', () => resolve());
-    child.kill('SIGTERM');
-    setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
   });
 }
 
@@ -181,7 +173,7 @@ export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult
       WIDESCAN_LISTENER_TOKEN: token,
       WIDESCAN_NETWORK_KEY: secret,
     }, 'listener');
-    cleanups.push(() => stopChild(listener));
+    cleanups.push(() => stopChild(listener, 10_000));
 
     const queue = createShardQueue(redis);
     cleanups.push(() => queue.close());
@@ -201,7 +193,7 @@ export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult
       if (o.lockMs) env.WIDESCAN_LOCK_MS = String(o.lockMs);
       workers.push(await startChild('../worker/main.js', env, `worker ${i}`));
     }
-    cleanups.push(() => Promise.all(workers.map(stopChild)));
+    cleanups.push(() => Promise.all(workers.map((w) => stopChild(w, 10_000))));
 
     const progress = new Progress(o.progress, job.totalShards);
     let status = await planner.tick(job.id);

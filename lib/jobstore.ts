@@ -19,6 +19,8 @@ export interface JobRecord {
   lastShardDoneMs?: number;
   nextShard: number;
   cancelled: boolean;
+  /** Generation backend the workers report. */
+  backend?: string;
 }
 
 export interface RegisterOptions {
@@ -51,13 +53,31 @@ export async function registerJob(redis: Redis, job: CompiledJob, options: Regis
 
 export class JobNotFoundError extends Error {}
 
-export async function loadJob(redis: Redis, id: string): Promise<JobRecord> {
+/** Compiled jobs by id, recompiled only when what they are compiled from changes (keys, permutations). */
+export class CompiledJobCache {
+  private readonly entries = new Map<string, { source: string; job: CompiledJob }>();
+
+  constructor(private readonly capacity = 64) {}
+
+  get(id: string, h: Record<string, string>): CompiledJob {
+    const source = `${h.manifest}\0${h.blocklist}\0${h.fullLimitBits}`;
+    const hit = this.entries.get(id);
+    if (hit?.source === source) return hit.job;
+    const job = compileJob(JSON.parse(h.manifest!) as JobManifest, {
+      blocklist: (JSON.parse(h.blocklist ?? '[]') as string[]).map(parsePrefix),
+      fullLimitBits: Number(h.fullLimitBits ?? 32),
+    });
+    this.entries.delete(id);
+    if (this.entries.size >= this.capacity) this.entries.delete(this.entries.keys().next().value as string);
+    this.entries.set(id, { source, job });
+    return job;
+  }
+}
+
+export async function loadJob(redis: Redis, id: string, cache = new CompiledJobCache(1)): Promise<JobRecord> {
   const h = await redis.hgetall(keys.job(id));
   if (!h.manifest) throw new JobNotFoundError(`job ${id} is not registered in Redis`);
-  const job = compileJob(JSON.parse(h.manifest) as JobManifest, {
-    blocklist: (JSON.parse(h.blocklist ?? '[]') as string[]).map(parsePrefix),
-    fullLimitBits: Number(h.fullLimitBits ?? 32),
-  });
+  const job = cache.get(id, h);
   const num = (v: string | undefined) => (v === undefined || v === '' ? undefined : Number(v));
   const record: JobRecord = {
     job,
@@ -71,6 +91,7 @@ export async function loadJob(redis: Redis, id: string): Promise<JobRecord> {
   if (start !== undefined) record.startTimeMs = start;
   const completion = num(h.completionTime);
   if (completion !== undefined) record.completionTimeMs = completion;
+  if (h.backend) record.backend = h.backend;
   const lastDone = num(h.lastShardDone);
   if (lastDone !== undefined) record.lastShardDoneMs = lastDone;
   return record;

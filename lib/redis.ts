@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis, type RedisOptions } from 'ioredis';
+import { freePort, stopChild } from './proc.js';
 
 /**
  * A Redis client for a `redis://` URL. `maxRetriesPerRequest: null` is what BullMQ requires of the
@@ -18,17 +18,6 @@ export interface EmbeddedRedis {
   url: string;
   port: number;
   stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /**
@@ -55,7 +44,7 @@ export async function startEmbeddedRedis(binary = 'redis-server'): Promise<Embed
     return {
       url: `redis://127.0.0.1:${port}`,
       port,
-      stop: () => stopChild(child).then(() => rmSync(dir, { recursive: true, force: true })),
+      stop: () => stopChild(child, 3000).then(() => rmSync(dir, { recursive: true, force: true })),
     };
   }
 }
@@ -87,13 +76,4 @@ async function waitReady(child: ChildProcess, port: number): Promise<void> {
     throw new Error(`redis-server did not become ready on port ${port}: ${output.trim()}`);
   })();
   await Promise.race([ready, exited]);
-}
-
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    child.once('exit', () => resolve());
-    child.kill('SIGTERM');
-    setTimeout(() => child.kill('SIGKILL'), 3000).unref();
-  });
 }

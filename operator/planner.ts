@@ -6,8 +6,8 @@ import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { CompiledJob } from '../lib/core/job.js';
 import { computeStatus, nextPhase, type JobStatus } from '../lib/core/status.js';
-import { loadJob, readCounters, registerJob, setJobFields, type RegisterOptions } from '../lib/jobstore.js';
-import { keys } from '../lib/keys.js';
+import { CompiledJobCache, loadJob, readCounters, registerJob, setJobFields, type JobRecord, type RegisterOptions } from '../lib/jobstore.js';
+import { keys, type JobCounters } from '../lib/keys.js';
 import { shardJobId, type ShardData } from '../lib/queue.js';
 
 export interface PlannerOptions {
@@ -16,6 +16,8 @@ export interface PlannerOptions {
 }
 
 export class Planner {
+  private readonly compiled = new CompiledJobCache();
+
   constructor(
     private readonly redis: Redis,
     private readonly queue: Queue<ShardData>,
@@ -31,26 +33,31 @@ export class Planner {
 
   /** Enqueues shards until the window is full; returns how many were added. */
   async topUp(id: string): Promise<number> {
-    const record = await loadJob(this.redis, id);
+    const record = await loadJob(this.redis, id, this.compiled);
+    return this.fill(record, await readCounters(this.redis, id));
+  }
+
+  private async fill(record: JobRecord, counters: JobCounters): Promise<number> {
     if (record.cancelled || record.phase !== 'Running') return 0;
-    const counters = await readCounters(this.redis, id);
+    const { id, tag, totalShards } = record.job;
     const inFlight = record.nextShard - counters.shardsCompleted - counters.shardsFailed;
-    const room = Math.min(this.options.window - inFlight, record.job.totalShards - record.nextShard);
-    let added = 0;
-    for (let k = record.nextShard; added < room; k++, added++) {
+    const room = Math.min(this.options.window - inFlight, totalShards - record.nextShard);
+    for (let added = 0; added < room; added++) {
+      const k = record.nextShard;
       // Add first, then advance: a planner that dies in between re-adds the same id, which BullMQ ignores
       // while the shard exists (at worst a finished shard is probed once more; counters stay exact).
-      await this.queue.add('shard', { job: id, shard: k }, { jobId: shardJobId(record.job.tag, k) });
+      await this.queue.add('shard', { job: id, shard: k }, { jobId: shardJobId(tag, k) });
       await this.redis.hset(keys.job(id), 'nextShard', String(k + 1));
+      record.nextShard = k + 1;
     }
-    return added;
+    return Math.max(0, room);
   }
 
   /** One planning step: top up, advance the phase, return the status. */
   async tick(id: string, nowMs = Date.now()): Promise<JobStatus> {
-    await this.topUp(id);
-    const record = await loadJob(this.redis, id);
+    const record = await loadJob(this.redis, id, this.compiled);
     const counters = await readCounters(this.redis, id);
+    await this.fill(record, counters);
     const phase = nextPhase({
       phase: record.phase,
       suspended: record.job.spec.suspend,
@@ -76,7 +83,7 @@ export class Planner {
       startTimeMs: record.startTimeMs,
       completionTimeMs,
       nowMs,
-      backend: (await this.redis.hget(keys.job(id), 'backend')) ?? undefined,
+      backend: record.backend,
     });
   }
 

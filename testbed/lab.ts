@@ -154,7 +154,7 @@ export function netnsExecArgs(ns: string, argv: string[]): string[] {
   return ['ip', 'netns', 'exec', ns, ...argv];
 }
 
-export function defaultPeerCommand(cliPath: string, _info?: LabInfo): string[] {
+export function defaultPeerCommand(cliPath: string): string[] {
   return [process.execPath, cliPath, 'listen', '--hello'];
 }
 

@@ -98,6 +98,12 @@ export class ShardWorker {
     const size = Math.max(16, Math.min(4096, Math.ceil(job.spec.rate.packetsPerSecond / 100)));
     const ctx: JobContext = { record, generator, batch: new ProbeBatch(size, writer.packetBytes), bucket: new TokenBucket(this.options.redis, keys.rate(id)) };
     await this.options.redis.hset(keys.job(id), 'backend', generator.backend);
+    // A long-lived worker sees many jobs; keep the most recent few.
+    if (this.contexts.size >= 16) {
+      const [oldest, old] = this.contexts.entries().next().value as [string, JobContext];
+      this.contexts.delete(oldest);
+      await old.generator.close();
+    }
     this.contexts.set(id, ctx);
     return ctx;
   }

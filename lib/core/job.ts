@@ -8,7 +8,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 import { AddressError } from './ipv6.js';
-import { formatPrefix, parsePrefix, type Prefix } from './cidr.js';
+import { parsePrefix, type Prefix } from './cidr.js';
 import { jobTagOf } from './keys.js';
 import { API_VERSION, KIND, specSchema } from './schema.js';
 import { shardCount } from './shards.js';
@@ -296,9 +296,4 @@ const allowedFields: Record<Strategy, readonly string[]> = {
 export function loadJob(text: string, source = 'job', options: Omit<CompileOptions, 'locate' | 'source'> = {}): CompiledJob {
   const { manifest, locate } = parseJobText(text, source);
   return compileJob(manifest, { ...options, locate, source });
-}
-
-/** Canonical text of the job's exclusions, for logs and summaries. */
-export function describeExclusions(job: CompiledJob): string[] {
-  return job.exclude.map(formatPrefix);
 }

@@ -6,14 +6,14 @@ import { prefixContains, parsePrefix } from '../../lib/core/cidr.js';
 import { formatAddress } from '../../lib/core/ipv6.js';
 import type { CompiledJob } from '../../lib/core/job.js';
 import { wordsToBigint } from '../../lib/core/words.js';
-import { labDown, labUp, type LabInfo } from '../../testbed/lab.js';
+import { defaultPeerCommand, labDown, labUp, type LabInfo } from '../../testbed/lab.js';
 import { CLI } from './cli.js';
 
 /** A lab with a unique name (tests may run beside other labs), its peer listener started. */
 export async function startLab(): Promise<LabInfo> {
   const name = `t${randomBytes(3).toString('hex').slice(0, 5)}`;
   const stateDir = mkdtempSync(join(tmpdir(), `widescan-lab-${name}-`));
-  return labUp({ name, stateDir, peerCommand: [process.execPath, CLI, 'listen', '--hello'] });
+  return labUp({ name, stateDir, peerCommand: defaultPeerCommand(CLI) });
 }
 
 export async function stopLab(lab: LabInfo | undefined): Promise<void> {

@@ -8,6 +8,7 @@ import { startBootstrap, type BootstrapService } from '../../bootstrap/service.j
 import { PeerStore } from '../../bootstrap/store.js';
 import { createLogger } from '../../lib/log.js';
 import { createMetrics, type Metrics } from '../../lib/metrics.js';
+import { freePort } from '../../lib/proc.js';
 import { connectRedis, startEmbeddedRedis, type EmbeddedRedis } from '../../lib/redis.js';
 import { BootstrapReporter, type PeerReport } from '../../listener/reporter.js';
 
@@ -41,17 +42,6 @@ afterEach(async () => {
   cleanups = [];
 });
 
-/** A loopback port nothing listens on (yet). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 async function bootstrapOn(port: number): Promise<BootstrapService> {
   const b = await startBootstrap({ redisUrl: embedded.url, listenerToken: TOKEN, port, host: '127.0.0.1', logger });

@@ -257,7 +257,7 @@ describe('testbed lab', () => {
     const exists = await run(['up', '--name', name, '--state-dir', path.join(workDir, 'other')]);
     expect(exists.exitCode).toBe(1);
     expect(exists.err).toContain(`lab ${name} exists`);
-    expect(defaultPeerCommand('/opt/widescan/cli/main.js', info)).toEqual([process.execPath, '/opt/widescan/cli/main.js', 'listen', '--hello']);
+    expect(defaultPeerCommand('/opt/widescan/cli/main.js')).toEqual([process.execPath, '/opt/widescan/cli/main.js', 'listen', '--hello']);
   });
 
   test('the population categories add up to the live list', () => {

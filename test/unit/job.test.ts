@@ -3,7 +3,6 @@ import { readFileSync } from 'node:fs';
 import { parsePrefix } from '../../lib/core/cidr.js';
 import {
   compileJob,
-  describeExclusions,
   formatProblem,
   InvalidJobError,
   loadJob,
@@ -45,7 +44,6 @@ describe('a valid manifest', () => {
     expect(job.space.size).toBe(70144);
     expect(job.totalShards).toBe(18);
     expect(job.space.plannedExcluded).toBe(16);
-    expect(describeExclusions(job)).toEqual(['fd00:5ca:1ab:1ff::/64']);
     expect(job.spec).toMatchObject({ allowNonGlobal: true, rate: { packetsPerSecond: 20000 }, shardSize: 4096, hardware: 'auto' });
     expect(job.spec.probe).toEqual({ hopLimit: 64, retries: 0, replyTimeoutSeconds: 2, contact: 'https://example.org/widescan-lab' });
   });
