@@ -14,7 +14,9 @@ fi
 # The image's systemd-less Debian does not start redis-server; widescan starts its own anyway.
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "setup: npm ci" >&2
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm install`, not `npm ci`: npm 11's ci refuses a lock that records only this platform's optional
+  # binaries (msgpackr-extract, …) as "out of sync"; install follows the same lock and leaves it unchanged.
+  echo "setup: npm install" >&2
+  npm install --no-audit --no-fund --loglevel=error
 fi
 npm run --silent build
