@@ -356,13 +356,17 @@ describe('properties', () => {
     );
   });
 
-  test('canonical text is never longer than any other rendering', () => {
+  test('canonical text is never longer than any other rendering that RFC 5952 would allow', () => {
     fc.assert(
       fc.property(addressArb, fc.gen(), (a, g) => {
         const canonical = formatAddress(a);
         const other = uncanonical(a, g);
+        // '::' for a single zero group is valid RFC 4291 text one character shorter than canonical, which
+        // RFC 5952 §4.2.2 forbids; such renderings are not comparable.
+        const explicitGroups = other.split(':').filter(Boolean).length;
+        const singleGroupCompressed = other.includes('::') && explicitGroups === 7;
         // Mixed notation for mapped addresses can be longer than hex; RFC 5952 §5 prefers it anyway.
-        if (!canonical.includes('.') && !other.includes('.')) {
+        if (!canonical.includes('.') && !other.includes('.') && !singleGroupCompressed) {
           expect(canonical.length).toBeLessThanOrEqual(other.length);
         }
       }),
