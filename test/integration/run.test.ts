@@ -192,6 +192,21 @@ describe('widescan run refuses bad input before starting anything', () => {
     expect(r.stderr).toMatch(/Redis at redis:\/\/127\.0\.0\.1:1 did not answer/);
   });
 
+  test('a bad blocklist entry and a listener without its key are usage errors (exit 2) that say what is wrong', async () => {
+    const blocklist = join(tmpdir(), `widescan-${process.pid}-bad-blocklist.txt`);
+    writeFileSync(blocklist, 'fd00::/8\n2001:db8::1/32 # host bits\n');
+    const bad = await runCli(['validate', 'examples/lab.yaml', '--blocklist', blocklist]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain(`${blocklist}: entry 2: 2001:db8::1/32 has host bits set; did you mean 2001:db8::/32?`);
+    const env = { WIDESCAN_NETWORK_KEY_FILE: '', WIDESCAN_NETWORK_KEY: '' };
+    const keyless = await runCli(['listen'], { env });
+    expect(keyless.code).toBe(2);
+    expect(keyless.stderr).toMatch(/needs the network key/);
+    const tokenless = await runCli(['listen', '--network-key-file', blocklist, '--bootstrap', 'http://127.0.0.1:1'], { env });
+    expect(tokenless.code).toBe(2);
+    expect(tokenless.stderr).toMatch(/--bootstrap needs --token-file/);
+  });
+
   test('validate prints the plan and exits 0', async () => {
     const r = await runCli(['validate', 'examples/lab.yaml']);
     expect(r.code).toBe(0);
