@@ -13,14 +13,32 @@ import { keys } from '../lib/keys.js';
 //   makes a score cursor exact, and `floor(score / 1024)` is the firstSeen time (ms).
 // New addresses always get a score above every existing one, so a client walking pages by cursor sees
 // peers added while it walks at the end, and never sees one twice.
+//
+// P2P nodes (kind `node`) announce themselves: their hash also holds `port` and `id`, and `last` is their
+// last announce or heartbeat, mirrored in the sorted set `peers:nodes:seen` (score = last, ms) so the
+// live ones can be found by range. A node silent for longer than the node TTL is left out of every list;
+// its record stays, and announcing again brings it back. Listener sightings never refresh a node's
+// `last`: a host that still answers pings is no proof that its P2P process runs.
+// One record per address: a scanned host or widescan peer that announces becomes a node (keeping its
+// score and first job), and a node is never downgraded by a listener's report.
+// Blocked addresses keep their record (filtered out when read), so unblocking restores them as they were.
 
-export const PEER_KINDS = ['host', 'widescan'] as const;
+export const PEER_KINDS = ['host', 'widescan', 'node'] as const;
 export type PeerKind = (typeof PEER_KINDS)[number];
+/** What listeners report; `node` comes only from the nodes themselves (`announce`). */
+export const REPORT_KINDS = ['host', 'widescan'] as const;
+export type ReportKind = (typeof REPORT_KINDS)[number];
+
+/** Sorted set of node addresses scored by their last announce or heartbeat (ms). */
+
+export const DEFAULT_NODE_TTL_SECONDS = 300;
+/** Most peers an announce answers with. */
+export const ANNOUNCE_PEERS = 100;
 
 export interface PeerReport {
   /** Canonical (RFC 5952) address text; the HTTP layer canonicalises before calling the store. */
   address: string;
-  kind: PeerKind;
+  kind: ReportKind;
   job: string;
   rttMs?: number;
   /** When the reporter saw the peer (ms since the epoch); defaults to the Redis server's time. */
@@ -30,11 +48,23 @@ export interface PeerReport {
 export interface Peer {
   address: string;
   kind: PeerKind;
-  /** The first job that found it. */
-  job: string;
+  /** The first job that found it; null for a node no scan has found. */
+  job: string | null;
   rttMs: number | null;
   firstSeen: string;
+  /** For a node, its last announce or heartbeat. */
   lastSeen: string;
+  /** Nodes only: the port and id they announced. */
+  port?: number;
+  id?: string;
+}
+
+/** A node's own announcement, validated and canonical. */
+export interface NodeAnnouncement {
+  /** Canonical IPv6 text or a dotted quad. */
+  address: string;
+  port: number;
+  id: string;
 }
 
 export interface UpsertResult {
@@ -118,7 +148,8 @@ for i = 0, n - 1 do
       created = created + 1
     else
       score = h[1]
-      if seenMs > tonumber(h[4]) then redis.call('HSET', peerKey, 'last', string.format('%.0f', seenMs)) end
+      -- A node's lastSeen is its liveness, which only its announces and heartbeats prove.
+      if h[2] ~= 'node' and seenMs > tonumber(h[4]) then redis.call('HSET', peerKey, 'last', string.format('%.0f', seenMs)) end
       if rtt ~= '' and (not h[3] or tonumber(rtt) < tonumber(h[3])) then redis.call('HSET', peerKey, 'rtt', rtt) end
       -- A host that turns out to run widescan is upgraded; a widescan peer is never downgraded.
       if h[2] == 'host' and kind == 'widescan' then
@@ -140,11 +171,30 @@ if seqChanged then redis.call('SET', KEYS[4], string.format('%.0f', seq)) end
 return { n, created, updated, blocked }
 `;
 
+// Rows of peers, as LIST_LUA and SAMPLE_LUA return them: address, kind, job, rtt, score, last, port, id
+// ('' where absent).
+const ROW = 8;
+// Times come from the Redis server's clock, so replicas with skewed clocks agree on every node's TTL.
+const NOW_LUA = `
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`;
+const ROW_LUA = `${NOW_LUA}
+local PEER_FIELDS = { 'kind', 'job', 'rtt', 'score', 'last', 'port', 'id' }
+local function row(out, addr, h)
+  out[#out + 1] = addr
+  for j = 1, 7 do out[#out + 1] = h[j] or '' end
+end
+`;
+
 // KEYS: the set to walk, blocked. ARGV: min score (inclusive), limit, scan budget, kind filter ('' = none),
-// peer key prefix (peer hashes are derived from the members, so they cannot all be declared as KEYS).
-// Returns { nextCursorScore or '', then per peer: address, kind, job, rtt or '', score, last }.
-const LIST_LUA = `
+// peer key prefix (peer hashes are derived from the members, so they cannot all be declared as KEYS),
+// node TTL (ms). Returns { nextCursorScore or '', then one row per peer }.
+const LIST_LUA = `${ROW_LUA}
 local limit, budget, kind, prefix = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local cutoff = now_ms() - tonumber(ARGV[6])
 local rows = redis.call('ZRANGE', KEYS[1], ARGV[1], '+inf', 'BYSCORE', 'LIMIT', 0, budget + 1, 'WITHSCORES')
 local n = #rows / 2
 local out = { '' }
@@ -154,20 +204,98 @@ while i <= math.min(n, budget) and found < limit do
   last = rows[2 * i]
   i = i + 1
   if redis.call('SISMEMBER', KEYS[2], addr) == 0 then
-    local h = redis.call('HMGET', prefix .. addr, 'kind', 'job', 'rtt', 'score', 'last')
-    if h[1] and (kind == '' or h[1] == kind) then
+    local h = redis.call('HMGET', prefix .. addr, unpack(PEER_FIELDS))
+    if h[1] and (kind == '' or h[1] == kind) and not (h[1] == 'node' and tonumber(h[5]) < cutoff) then
       found = found + 1
-      out[#out + 1] = addr
-      out[#out + 1] = h[1]
-      out[#out + 1] = h[2]
-      out[#out + 1] = h[3] or ''
-      out[#out + 1] = h[4]
-      out[#out + 1] = h[5]
+      row(out, addr, h)
     end
   end
 end
 if i <= n then out[1] = string.format('%.0f', tonumber(last)) end
 return out
+`;
+
+// KEYS: all, kind:host, kind:widescan, kind:node, seq, blocked, nodes seen, peer hash.
+// ARGV: address, port, id. Returns { 1 = created, 0 = refreshed, -1 = blocked }.
+const ANNOUNCE_LUA = `${NOW_LUA}
+local addr = ARGV[1]
+if redis.call('SISMEMBER', KEYS[6], addr) == 1 then return -1 end
+local now = now_ms()
+local last = string.format('%.0f', now)
+local h = redis.call('HMGET', KEYS[8], 'score', 'kind')
+local created = 0
+if not h[1] then
+  local seq = math.max(now * ${SCORE_SCALE}, tonumber(redis.call('GET', KEYS[5]) or '0') + 1)
+  local score = string.format('%.0f', seq)
+  redis.call('SET', KEYS[5], score)
+  redis.call('HSET', KEYS[8], 'score', score, 'kind', 'node')
+  redis.call('ZADD', KEYS[1], score, addr)
+  redis.call('ZADD', KEYS[4], score, addr)
+  created = 1
+elseif h[2] ~= 'node' then
+  local kindKey = { host = KEYS[2], widescan = KEYS[3] }
+  redis.call('ZREM', kindKey[h[2]], addr)
+  redis.call('ZADD', KEYS[4], h[1], addr)
+  redis.call('HSET', KEYS[8], 'kind', 'node')
+end
+redis.call('HSET', KEYS[8], 'last', last, 'port', ARGV[2], 'id', ARGV[3])
+redis.call('ZADD', KEYS[7], last, addr)
+return created
+`;
+
+// KEYS: blocked, nodes seen, peer hash. ARGV: address, port, id, node TTL (ms).
+// Returns { 1 = refreshed, 0 = unknown or expired, -1 = blocked }.
+const HEARTBEAT_LUA = `${NOW_LUA}
+local addr = ARGV[1]
+if redis.call('SISMEMBER', KEYS[1], addr) == 1 then return -1 end
+local now = now_ms()
+local h = redis.call('HMGET', KEYS[3], 'kind', 'port', 'id', 'last')
+if h[1] ~= 'node' or h[2] ~= ARGV[2] or h[3] ~= ARGV[3] or tonumber(h[4]) < now - tonumber(ARGV[4]) then return 0 end
+local last = string.format('%.0f', now)
+redis.call('HSET', KEYS[3], 'last', last)
+redis.call('ZADD', KEYS[2], last, addr)
+return 1
+`;
+
+// KEYS: nodes seen, kind:widescan, kind:host, blocked. ARGV: node TTL (ms), the caller's address, most
+// rows, scan budget per set, peer key prefix. Live nodes first (latest heartbeat first), then widescan
+// peers, then hosts (newest first): nodes are what a P2P newcomer can connect to.
+const SAMPLE_LUA = `${ROW_LUA}
+local self, most, budget, prefix = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local cutoff = now_ms() - tonumber(ARGV[1])
+local out = {}
+local found = 0
+local function take(addrs)
+  for _, addr in ipairs(addrs) do
+    if found >= most then return end
+    if addr ~= self and redis.call('SISMEMBER', KEYS[4], addr) == 0 then
+      local h = redis.call('HMGET', prefix .. addr, unpack(PEER_FIELDS))
+      if h[1] and not (h[1] == 'node' and tonumber(h[5]) < cutoff) then
+        found = found + 1
+        row(out, addr, h)
+      end
+    end
+  end
+end
+take(redis.call('ZRANGE', KEYS[1], '+inf', cutoff, 'BYSCORE', 'REV', 'LIMIT', 0, budget))
+if found < most then take(redis.call('ZRANGE', KEYS[2], 0, budget - 1, 'REV')) end
+if found < most then take(redis.call('ZRANGE', KEYS[3], 0, budget - 1, 'REV')) end
+return out
+`;
+
+// KEYS: kind:host, kind:widescan, nodes seen, blocked. ARGV: node TTL (ms).
+// Returns the served count per kind: blocked addresses and expired nodes left out.
+const COUNTS_LUA = `${NOW_LUA}
+local cutoff = now_ms() - tonumber(ARGV[1])
+local host, widescan = redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])
+local node = redis.call('ZCOUNT', KEYS[3], cutoff, '+inf')
+for _, addr in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  if redis.call('ZSCORE', KEYS[1], addr) then host = host - 1 end
+  if redis.call('ZSCORE', KEYS[2], addr) then widescan = widescan - 1 end
+  local seen = redis.call('ZSCORE', KEYS[3], addr)
+  if seen and tonumber(seen) >= cutoff then node = node - 1 end
+end
+return { host, widescan, node }
 `;
 
 interface LuaScript {
@@ -181,6 +309,10 @@ function script(lua: string): LuaScript {
 
 const upsertScript = script(UPSERT_LUA);
 const listScript = script(LIST_LUA);
+const announceScript = script(ANNOUNCE_LUA);
+const heartbeatScript = script(HEARTBEAT_LUA);
+const sampleScript = script(SAMPLE_LUA);
+const countsScript = script(COUNTS_LUA);
 
 /** EVALSHA, falling back to EVAL when the server does not have the script cached (restart, new replica). */
 async function runScript(redis: Redis, s: LuaScript, keyNames: string[], args: string[]): Promise<unknown> {
@@ -212,8 +344,51 @@ function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
 
+/** Peers from rows of ROW fields, starting at `from`. */
+function peersFromRows(reply: string[], from: number): Peer[] {
+  const peers: Peer[] = [];
+  for (let i = from; i + ROW <= reply.length; i += ROW) {
+    const [address, kind, job, rtt, score, last, port, id] = reply.slice(i, i + ROW) as [string, PeerKind, string, string, string, string, string, string];
+    const peer: Peer = {
+      address,
+      kind,
+      job: job === '' ? null : job,
+      rttMs: rtt === '' ? null : Number(rtt),
+      firstSeen: iso(Math.floor(Number(score) / SCORE_SCALE)),
+      lastSeen: iso(Number(last)),
+    };
+    if (kind === 'node') {
+      peer.port = Number(port);
+      peer.id = id;
+    }
+    peers.push(peer);
+  }
+  return peers;
+}
+
+export type AnnounceResult = 'created' | 'refreshed' | 'blocked';
+export type HeartbeatResult = 'refreshed' | 'unknown' | 'blocked';
+
+export interface PeerStoreOptions {
+  /** Nodes silent for longer are left out of every list; default 300. */
+  nodeTtlSeconds?: number;
+}
+
 export class PeerStore {
-  constructor(private readonly redis: Redis) {}
+  readonly nodeTtlSeconds: number;
+
+  constructor(
+    private readonly redis: Redis,
+    options: PeerStoreOptions = {},
+  ) {
+    const ttl = options.nodeTtlSeconds ?? DEFAULT_NODE_TTL_SECONDS;
+    if (!Number.isSafeInteger(ttl) || ttl < 1) throw new RangeError(`nodeTtlSeconds must be a positive integer, got ${String(ttl)}`);
+    this.nodeTtlSeconds = ttl;
+  }
+
+  private get ttlMs(): string {
+    return String(this.nodeTtlSeconds * 1000);
+  }
 
   /** Stores a batch atomically (one Lua script); the reports must already be validated and canonical. */
   async upsert(peers: PeerReport[]): Promise<UpsertResult> {
@@ -266,28 +441,45 @@ export class PeerStore {
       set = keys.peersAll();
     }
 
-    const prefix = keys.peer('');
     const reply = (await runScript(this.redis, listScript, [set, keys.peersBlocked()], [
-      String(min), String(limit), String(budget), kindFilter, prefix,
+      String(min), String(limit), String(budget), kindFilter, keys.peer(''), this.ttlMs,
     ])) as string[];
-    const peers: Peer[] = [];
-    for (let i = 1; i + 5 < reply.length; i += 6) {
-      const score = Number(reply[i + 4]);
-      peers.push({
-        address: reply[i],
-        kind: reply[i + 1] as PeerKind,
-        job: reply[i + 2],
-        rttMs: reply[i + 3] === '' ? null : Number(reply[i + 3]),
-        firstSeen: iso(Math.floor(score / SCORE_SCALE)),
-        lastSeen: iso(Number(reply[i + 5])),
-      });
-    }
-    return { peers, nextCursor: reply[0] === '' ? null : encodeCursor(Number(reply[0])) };
+    return { peers: peersFromRows(reply, 1), nextCursor: reply[0] === '' ? null : encodeCursor(Number(reply[0])) };
   }
 
-  /** Number of stored peers per kind (blocked addresses are never stored). */
+  /** Registers or refreshes a node (validated and canonical); a blocked address is not stored. */
+  async announce(node: NodeAnnouncement): Promise<AnnounceResult> {
+    const reply = await runScript(this.redis, announceScript, [
+      keys.peersAll(), keys.peersByKind('host'), keys.peersByKind('widescan'), keys.peersByKind('node'),
+      keys.peersSeq(), keys.peersBlocked(), keys.nodesSeen(), keys.peer(node.address),
+    ], [node.address, String(node.port), node.id]);
+    return reply === -1 ? 'blocked' : reply === 1 ? 'created' : 'refreshed';
+  }
+
+  /** Refreshes a live node announced with this very address, port and id. */
+  async heartbeat(node: NodeAnnouncement): Promise<HeartbeatResult> {
+    const reply = await runScript(this.redis, heartbeatScript, [keys.peersBlocked(), keys.nodesSeen(), keys.peer(node.address)], [
+      node.address, String(node.port), node.id, this.ttlMs,
+    ]);
+    return reply === -1 ? 'blocked' : reply === 1 ? 'refreshed' : 'unknown';
+  }
+
+  /**
+   * Up to `most` served peers for a newcomer at `self` (left out): live nodes first, latest heartbeat first,
+   * then widescan peers and hosts, newest first.
+   */
+  async sample(self: string, most = ANNOUNCE_PEERS): Promise<Peer[]> {
+    const reply = (await runScript(this.redis, sampleScript, [
+      keys.nodesSeen(), keys.peersByKind('widescan'), keys.peersByKind('host'), keys.peersBlocked(),
+    ], [this.ttlMs, self, String(most), String(most * FILTER_SCAN_FACTOR), keys.peer('')])) as string[];
+    return peersFromRows(reply, 0);
+  }
+
+  /** Number of served peers per kind: blocked addresses and expired nodes are not counted. */
   async counts(): Promise<Record<PeerKind, number>> {
-    const [host, widescan] = await Promise.all(PEER_KINDS.map((k) => this.redis.zcard(keys.peersByKind(k))));
-    return { host, widescan };
+    const [host, widescan, node] = (await runScript(this.redis, countsScript, [
+      keys.peersByKind('host'), keys.peersByKind('widescan'), keys.nodesSeen(), keys.peersBlocked(),
+    ], [this.ttlMs])) as number[];
+    return { host: Number(host), widescan: Number(widescan), node: Number(node) };
   }
 }

@@ -12,6 +12,7 @@ import { createMetrics } from '../lib/metrics.js';
 import { connectRedis } from '../lib/redis.js';
 import { startListenerService } from '../listener/service.js';
 import { defaultPeerCommand, testbedCommand } from '../testbed/command.js';
+import { peersCommand } from './peers.js';
 import { networkSecretFrom, runJob } from './run.js';
 
 const EXIT_FAILURE = 1;
@@ -45,6 +46,14 @@ function readBlocklist(path: string | undefined): string[] {
     });
 }
 
+function readSecretFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new ExitError(EXIT_INVALID, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
 function compileFile(file: string, blocklist: string[], fullLimitBits: number): CompiledJob {
   let text: string;
   try {
@@ -66,6 +75,12 @@ function positiveInt(max: number) {
     if (!Number.isSafeInteger(n) || n < 1 || n > max) throw new InvalidArgumentError(`must be an integer from 1 to ${max}`);
     return n;
   };
+}
+
+function port(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port number from 0 to 65535');
+  return n;
 }
 
 function describe(job: CompiledJob): string {
@@ -108,8 +123,10 @@ program
   .option('--blocklist <file>', 'operator blocklist: one prefix per line')
   .option('--full-limit-bits <n>', 'largest full block as a power of two', positiveInt(64), 32)
   .option('--no-progress', 'plain progress lines even on a terminal')
+  .option('--bootstrap-port <n>', 'port of the bootstrap API and control panel on 127.0.0.1 (default: any free one)', port, 0)
+  .option('--admin-token-file <file>', 'enables the control panel, signed in with the token in this file')
   .description('run a job on this machine: planner, workers, listener and bootstrap')
-  .action(async (file: string, o: { redis?: string; output?: string; workers: number; networkKeyFile?: string; blocklist?: string; fullLimitBits: number; progress: boolean }) => {
+  .action(async (file: string, o: { redis?: string; output?: string; workers: number; networkKeyFile?: string; blocklist?: string; fullLimitBits: number; progress: boolean; bootstrapPort: number; adminTokenFile?: string }) => {
     // The components' JSON logs would drown the progress bar; WIDESCAN_LOG_LEVEL=info brings them back.
     process.env.WIDESCAN_LOG_LEVEL ??= 'warn';
     if (o.output && !/\.(ndjson|csv)$/.test(o.output)) throw new ExitError(EXIT_INVALID, `--output ${o.output}: use a file name ending in .ndjson or .csv`);
@@ -125,6 +142,8 @@ program
       fullLimitBits: o.fullLimitBits,
       progress: o.progress && Boolean(process.stderr.isTTY),
       lockMs: process.env.WIDESCAN_LOCK_MS ? Number(process.env.WIDESCAN_LOCK_MS) : undefined,
+      bootstrapPort: o.bootstrapPort,
+      adminToken: o.adminTokenFile ? readSecretFile(o.adminTokenFile) : undefined,
     });
     // A terminal table of the first peers; the complete list is what --output is for.
     const shown = peers.slice(0, TABLE_ROWS);
@@ -161,7 +180,7 @@ program
     const service = await startListenerService({
       networkKey: networkKeyBytes(networkSecretFrom(o.networkKeyFile)),
       redis,
-      bootstrap: o.bootstrap ? { url: o.bootstrap, token: readFileSync(o.tokenFile!, 'utf8').trim() } : undefined,
+      bootstrap: o.bootstrap ? { url: o.bootstrap, token: readSecretFile(o.tokenFile!) } : undefined,
       answerHellos: o.hello,
       logger,
       metrics: createMetrics('listener'),
@@ -174,15 +193,23 @@ program
     redis?.disconnect();
   });
 
-program.addCommand(testbedCommand({ peerCommand: () => defaultPeerCommand(cliPath) }));
+// addCommand() does not pass exitOverride on: the testbed commands must throw, not exit, like the rest.
+const overrideExits = (cmd: Command): Command => {
+  cmd.exitOverride();
+  cmd.commands.forEach(overrideExits);
+  return cmd;
+};
+program.addCommand(overrideExits(testbedCommand({ peerCommand: () => defaultPeerCommand(cliPath) })));
+program.addCommand(peersCommand()); // has its own exit handling (usage errors 2)
 
 try {
   await program.parseAsync(process.argv);
   process.exit(0);
 } catch (err) {
   if (err instanceof CommanderError) {
-    // Help and version end with code 0; usage errors have been printed by commander.
-    process.exit(err.exitCode === 0 ? 0 : err.code === 'commander.executeSubCommandAsync' ? EXIT_FAILURE : EXIT_INVALID);
+    // Help and version end with 0; commander's own usage errors (already printed) with 2; our commands'
+    // `cmd.error(…, { exitCode })` with the code they chose.
+    process.exit(err.exitCode === 0 ? 0 : err.code.startsWith('commander.') ? EXIT_INVALID : err.exitCode);
   }
   if (err instanceof ExitError) {
     await emit(process.stderr, `widescan: ${err.message}\n`);

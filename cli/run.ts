@@ -31,6 +31,10 @@ export interface RunOptions {
   progress: boolean;
   /** For tests: how long a killed worker's shard stays locked before redelivery. */
   lockMs?: number;
+  /** Port of the bootstrap API and control panel on 127.0.0.1 (0: any free one). */
+  bootstrapPort: number;
+  /** Enables the control panel's admin API. */
+  adminToken?: string;
 }
 
 export interface RunResult {
@@ -165,8 +169,11 @@ export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult
     const networkKey = networkKeyBytes(secret);
     const token = randomBytes(24).toString('hex');
 
-    const bootstrap = await startBootstrap({ redisUrl, listenerToken: token, port: 0, host: '127.0.0.1', logger: createLogger('bootstrap') });
+    const bootstrap = await startBootstrap({
+      redisUrl, listenerToken: token, adminToken: o.adminToken, port: o.bootstrapPort, host: '127.0.0.1', logger: createLogger('bootstrap'),
+    });
     cleanups.push(() => bootstrap.close());
+    if (o.adminToken) process.stderr.write(`control panel: ${bootstrap.url}/ (sign in with the admin token)\n`);
     const listener = await startChild('../listener/main.js', {
       WIDESCAN_REDIS_URL: redisUrl,
       WIDESCAN_BOOTSTRAP_URL: bootstrap.url,

@@ -30,6 +30,12 @@ export const keys = {
   peersSeq: () => `${KEY_PREFIX}:peers:seq`,
   /** Set of blocked addresses: never served, never re-added. */
   peersBlocked: () => `${KEY_PREFIX}:peers:blocked`,
+  /** Hash: blocked address → JSON { reason, at }. */
+  peersBlockedInfo: () => `${KEY_PREFIX}:peers:blocked:info`,
+  /** Sorted set of P2P nodes by their last announce/heartbeat (Redis time, ms): the node TTL is read from it. */
+  nodesSeen: () => `${KEY_PREFIX}:peers:nodes:seen`,
+  /** List of admin actions, newest first, capped. */
+  audit: () => `${KEY_PREFIX}:audit`,
 } as const;
 
 /** Fields of `keys.counters(job)`; the job's `status` is computed from them. */

@@ -112,7 +112,7 @@ describe('BootstrapReporter', () => {
     expect(sent).toHaveLength(2500);
     expect(new Set(sent).size).toBe(2500);
     expect(delivered.reduce((n, p) => n + (p.result as { created: number }).created, 0)).toBe(2500);
-    expect(await store.counts()).toEqual({ host: 2500, widescan: 0 });
+    expect(await store.counts()).toEqual({ host: 2500, widescan: 0, node: 0 });
     expect(new Set(await allStored())).toEqual(new Set(Array.from({ length: 2500 }, (_, i) => peer(i).address)));
     expect(await dropped(metrics)).toBe(0);
   });
@@ -127,7 +127,7 @@ describe('BootstrapReporter', () => {
 
     await bootstrapOn(port);
     await r.flush(10_000);
-    expect(await store.counts()).toEqual({ host: 100, widescan: 0 });
+    expect(await store.counts()).toEqual({ host: 100, widescan: 0, node: 0 });
     expect(new Set(await allStored())).toEqual(new Set(Array.from({ length: 100 }, (_, i) => peer(i).address)));
     expect(await dropped(metrics)).toBe(50);
   });
@@ -143,7 +143,7 @@ describe('BootstrapReporter', () => {
     expect(r.buffered).toBe(0);
     expect(posts.map((p) => p.status)).toEqual([401, 401, 401]); // each batch tried once
     expect(await dropped(metrics)).toBe(2500);
-    expect(await store.counts()).toEqual({ host: 0, widescan: 0 });
+    expect(await store.counts()).toEqual({ host: 0, widescan: 0, node: 0 });
 
     await sleep(600); // the periodic pump has nothing left to send
     expect(posts).toHaveLength(3);
@@ -159,7 +159,7 @@ describe('BootstrapReporter', () => {
     await r.flush(10_000);
     expect(posts.map((p) => p.status)).toEqual([400, 200]);
     expect(await dropped(metrics)).toBe(1000);
-    expect(await store.counts()).toEqual({ host: 500, widescan: 0 });
+    expect(await store.counts()).toEqual({ host: 500, widescan: 0, node: 0 });
   });
 
   test('server errors and proxy rate limits are retried until delivered', async () => {
