@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Installs what widescan and its tests need on a fresh Debian machine (run as root), then builds it. Idempotent.
+# Installs what widescan needs on a fresh Debian machine (run as root; `--tests`: and what its tests need),
+# then builds it. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v ip >/dev/null || need+=(iproute2)
-# The control panel's browser tests drive Debian's Chromium through playwright-core.
-command -v chromium >/dev/null || need+=(chromium)
+# The control panel's browser tests drive Debian's Chromium through playwright-core (tests only).
+if [ "${1:-}" = --tests ]; then command -v chromium >/dev/null || need+=(chromium); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   apt-get update -qq

@@ -3,7 +3,7 @@
 # sockets in network namespaces the tests create and remove). Needs root for the namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 npm run --silent typecheck
 # One test file at a time: the integration tests start process trees and namespaces; on 2 cores running them
 # side by side only makes them slower.
