@@ -3,11 +3,11 @@
 // reported. Echo requests that verify under our network key come from another widescan instance: that is a
 // widescan peer, greeted with one rate-limited `hello` so that it learns of us too.
 
-import type raw from 'raw-socket';
 import { addressToBytes, bytesToAddress, formatAddress, parseAddress } from '../lib/core/ipv6.js';
 import { macKeyFor } from '../lib/core/keys.js';
 import { ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, KIND_HELLO, KIND_PROBE, PROBE_MAGIC, ProbeWriter, verifyEcho, type EchoVerdict } from '../lib/core/probe.js';
 import { sipKey, type SipKey } from '../lib/core/siphash.js';
+import { RECEIVE_SLOT_BYTES, type Icmp6Transport } from '../lib/icmp6native.js';
 import type { JobCounter } from '../lib/keys.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
@@ -18,7 +18,8 @@ import type { PeerReport } from './reporter.js';
 export type TaggedReport = Omit<PeerReport, 'job'> & { tag: number };
 
 export interface ListenerOptions {
-  socket: raw.Socket;
+  /** Receives echo traffic in batches, sends hellos. */
+  io: Pick<Icmp6Transport, 'onPackets' | 'send'>;
   networkKey: Uint8Array;
   networkId: number;
   /** This instance's own tag: its hellos are MACed under it. */
@@ -55,14 +56,18 @@ export class Listener {
   private readonly helloWriter: ProbeWriter;
   private helloTokens: number;
   private helloRefill = Date.now();
-  private readonly src = new Uint8Array(16);
 
   constructor(private readonly o: ListenerOptions) {
     this.seen = new BoundedSet(o.dedupeCapacity ?? 262_144);
     this.greeted = new BoundedSet(65_536);
     this.helloWriter = new ProbeWriter({ networkId: o.networkId, jobTag: o.instanceTag, macKey: macKeyFor(o.networkKey, o.instanceTag), kind: KIND_HELLO });
     this.helloTokens = o.helloRate ?? 20;
-    o.socket.on('message', (buffer, source) => this.onPacket(buffer, source));
+    o.io.onPackets((buffer, lengths, sources, count) => {
+      for (let i = 0; i < count; i++) {
+        const at = i * RECEIVE_SLOT_BYTES;
+        this.onPacket(buffer.subarray(at, at + lengths[i]!), sources.subarray(i * 16, i * 16 + 16));
+      }
+    });
   }
 
   /** MAC keys of tags, derived from the network key; bounded so that hostile tags cannot grow it. */
@@ -76,13 +81,8 @@ export class Listener {
     return key;
   };
 
-  onPacket(packet: Uint8Array, source: string): void {
-    let src: Uint8Array;
-    try {
-      src = addressToBytes(parseAddress(source), this.src);
-    } catch {
-      return; // the kernel gave us something that is not an IPv6 address: nothing to attribute
-    }
+  /** One datagram (ICMPv6 header first) from `src` (16 bytes); neither is kept after the call. */
+  onPacket(packet: Uint8Array, src: Uint8Array): void {
     const type = packet[0];
     if (type === ICMP6_ECHO_REPLY) this.onReply(packet, src);
     else if (type === ICMP6_ECHO_REQUEST) this.onRequest(packet, src);
@@ -159,13 +159,16 @@ export class Listener {
     if (this.helloTokens < 1 || !this.greeted.add(`${address}|${probeTag}`, now + (this.o.helloIntervalMs ?? 600_000))) return;
     this.helloTokens--;
     const dst = addressToBytes(parseAddress(address));
-    // A buffer per hello: raw-socket queues the buffer itself and sends it later, so a shared one would
-    // carry the last hello's destination MAC in every hello queued in the same tick.
+    // A buffer per hello: the transport keeps it until the kernel took it, so a shared one would carry the
+    // last hello's destination MAC in every hello queued in the same tick.
     const packet = Buffer.alloc(this.helloWriter.packetBytes);
     this.helloWriter.write(packet, 0, dst, 0, 0, probeTag >>> 0, now);
-    this.o.socket.send(packet, 0, packet.length, address, (err) => {
-      if (err) this.o.logger.warn({ err, address }, 'hello not sent');
-    });
+    this.o.io.send(packet, packet.length, dst, 0, 1).then(
+      (r) => {
+        if (r.sent !== 1) this.o.logger.warn({ address, errors: r.errors }, 'hello not sent');
+      },
+      (err: unknown) => this.o.logger.warn({ err, address }, 'hello not sent'),
+    );
   }
 }
 

@@ -5,7 +5,7 @@ import { hostname, networkInterfaces } from 'node:os';
 import type { Redis } from 'ioredis';
 import { addressToBytes, parseAddress } from '../lib/core/ipv6.js';
 import { jobTagHex, jobTagOf, networkIdOf } from '../lib/core/keys.js';
-import { openIcmp6Socket } from '../lib/icmp6socket.js';
+import { openIcmp6Transport } from '../lib/icmp6native.js';
 import { addCounters } from '../lib/jobstore.js';
 import { keys, type JobCounter } from '../lib/keys.js';
 import type { Logger } from '../lib/log.js';
@@ -47,7 +47,8 @@ function localAddressSource(): () => Uint8Array[] {
 }
 
 export async function startListenerService(o: ListenerServiceOptions): Promise<ListenerService> {
-  const socket = openIcmp6Socket({ receiveTypes: [128, 129], receiveBufferBytes: 8 << 20 });
+  const io = openIcmp6Transport({ receiveTypes: [128, 129], receiveBufferBytes: 8 << 20 });
+  o.metrics.ioPath.set({ path: io.path }, 1);
   const reporter: Reporter = o.bootstrap
     ? new BootstrapReporter({ url: o.bootstrap.url, token: o.bootstrap.token, logger: o.logger, metrics: o.metrics })
     : new StdoutReporter();
@@ -90,7 +91,7 @@ export async function startListenerService(o: ListenerServiceOptions): Promise<L
 
   const instanceId = o.instanceId ?? `${hostname()}/${process.pid}`;
   new Listener({
-    socket,
+    io,
     networkKey: o.networkKey,
     networkId: networkIdOf(o.networkKey),
     instanceTag: jobTagOf(`instance/${instanceId}`),
@@ -116,7 +117,7 @@ export async function startListenerService(o: ListenerServiceOptions): Promise<L
     logger: o.logger,
     metrics: o.metrics,
   });
-  o.logger.info({ instanceId, hellos: o.answerHellos, bootstrap: o.bootstrap?.url ?? null }, 'listener started');
+  o.logger.info({ instanceId, hellos: o.answerHellos, bootstrap: o.bootstrap?.url ?? null, io: io.path }, 'listener started');
 
   return {
     async flush() {
@@ -127,7 +128,7 @@ export async function startListenerService(o: ListenerServiceOptions): Promise<L
     },
     async close() {
       clearInterval(timer);
-      socket.close();
+      io.close();
       await flushCounters().catch(() => undefined);
       await reporter.close();
     },

@@ -22,4 +22,6 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "setup: npm install" >&2
   npm install --no-audit --no-fund --loglevel=error
 fi
+# The sendmmsg/recvmmsg addon (npm's install script builds it; a checkout installed before it existed has not).
+[ -f native/build/Release/icmp6.node ] || npm run --silent install
 npm run --silent build

@@ -1,13 +1,12 @@
 // Worker process entrypoint. Settings come from the environment (the operator's Deployment, or
 // `widescan run`, which starts one process per --workers).
-import { openIcmp6Socket } from '../lib/icmp6socket.js';
 import { envInt, envRequired } from '../lib/env.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { connectRedis } from '../lib/redis.js';
 import { serveMetrics } from '../lib/serve.js';
+import { openIcmp6Transport } from '../lib/icmp6native.js';
 import type { Hardware } from './generator.js';
-import { ProbeSender } from './sender.js';
 import { ShardWorker } from './worker.js';
 
 const logger = createLogger('worker');
@@ -16,11 +15,12 @@ const hardware = (process.env.WIDESCAN_HARDWARE ?? 'auto') as Hardware;
 if (!['auto', 'gpu', 'cpu'].includes(hardware)) throw new Error(`WIDESCAN_HARDWARE must be auto, gpu or cpu, got ${hardware}`);
 const metrics = createMetrics('worker');
 const redis = connectRedis(redisUrl);
-const sender = new ProbeSender(openIcmp6Socket({ receiveTypes: [], sendBufferBytes: 4 << 20 }));
+const io = openIcmp6Transport({ receiveTypes: [], sendBufferBytes: 4 << 20 });
+metrics.ioPath.set({ path: io.path }, 1);
 const worker = new ShardWorker({
   redis,
   connection: connectRedis(redisUrl),
-  sender,
+  io,
   logger,
   metrics,
   hardware,
@@ -36,7 +36,7 @@ const shutdown = async (signal: string) => {
   stopping = true;
   logger.info({ signal }, 'stopping: returning the current shard to the queue');
   await worker.stop();
-  sender.close();
+  io.close();
   server?.close();
   redis.disconnect();
   process.exit(0);
@@ -44,5 +44,5 @@ const shutdown = async (signal: string) => {
 process.on('SIGTERM', () => void shutdown('SIGTERM'));
 process.on('SIGINT', () => void shutdown('SIGINT'));
 process.send?.({ type: 'ready' });
-logger.info({ hardware }, 'worker started');
+logger.info({ hardware, io: io.path }, 'worker started');
 await worker.run();

@@ -8,12 +8,12 @@ import { ProbeWriter } from '../lib/core/probe.js';
 import { shardAt } from '../lib/core/shards.js';
 import { addCounters, finishShard, loadJob, type JobRecord } from '../lib/jobstore.js';
 import { BULL_PREFIX, SHARD_QUEUE, keys } from '../lib/keys.js';
+import type { Icmp6Transport } from '../lib/icmp6native.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { ShardData } from '../lib/queue.js';
 import { TokenBucket } from '../lib/ratelimit.js';
 import { createGenerator, ProbeBatch, type AddressGenerator, type Hardware } from './generator.js';
-import type { ProbeSender } from './sender.js';
 
 /** Where a shard stands; stored as the BullMQ job's progress. */
 export interface Checkpoint {
@@ -26,7 +26,8 @@ export interface Checkpoint {
 export interface WorkerOptions {
   redis: Redis;
   connection: ConnectionOptions;
-  sender: ProbeSender;
+  /** Raw ICMPv6 sending (sendmmsg addon, or raw-socket). */
+  io: Pick<Icmp6Transport, 'send' | 'setHopLimit'>;
   logger: Logger;
   metrics: Metrics;
   /** What this node offers: a GPU pool worker runs `gpu`, a CPU pool worker `cpu`. */
@@ -110,7 +111,7 @@ export class ShardWorker {
 
   private async process(bull: Job<ShardData>, token: string): Promise<void> {
     const { job: id, shard: k } = bull.data;
-    const { redis, logger, metrics, sender } = this.options;
+    const { redis, logger, metrics, io } = this.options;
     const ctx = await this.context(id);
     const { job } = ctx.record;
     const rate = job.spec.rate.packetsPerSecond;
@@ -132,7 +133,7 @@ export class ShardWorker {
       lastSave = Date.now();
     };
 
-    sender.setHopLimit(job.spec.probe.hopLimit);
+    io.setHopLimit(job.spec.probe.hopLimit);
     for (; cp.pass < passes; cp.pass++, cp.position = shard.start) {
       while (cp.position < shard.end) {
         if (this.stopping) {
@@ -159,7 +160,8 @@ export class ShardWorker {
         await ctx.generator.generate(cp.position, count, Date.now(), ctx.batch);
         metrics.generationSeconds.observe({ backend: ctx.generator.backend }, Number(process.hrtime.bigint() - began) / 1e9);
         metrics.addressesGenerated.inc({ backend: ctx.generator.backend }, count);
-        const result = await sender.send(ctx.batch, 0, ctx.batch.count);
+        const { packets, packetBytes, addresses } = ctx.batch;
+        const result = await io.send(packets, packetBytes, addresses, 0, ctx.batch.count);
         unsaved.sent += result.sent;
         metrics.probesSent.inc({ job: id, backend: ctx.generator.backend }, result.sent);
         for (const [reason, n] of Object.entries(result.errors)) {
