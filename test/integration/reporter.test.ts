@@ -51,7 +51,7 @@ async function bootstrapOn(port: number): Promise<BootstrapService> {
 
 function reporter(port: number, o: { token?: string; capacity?: number; metrics?: Metrics } = {}): { r: BootstrapReporter; metrics: Metrics } {
   const metrics = o.metrics ?? createMetrics('listener');
-  const r = new BootstrapReporter({ url: `http://127.0.0.1:${port}`, token: o.token ?? TOKEN, logger, metrics, capacity: o.capacity });
+  const r = new BootstrapReporter({ url: `http://127.0.0.1:${port}`, token: o.token ?? TOKEN, logger, metrics, capacity: o.capacity, batchSize: 1000 });
   cleanups.push(() => r.close());
   return { r, metrics };
 }
