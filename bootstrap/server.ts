@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Redis } from 'ioredis';
-import { formatAddress, parseAddress } from '../lib/core/ipv6.js';
+import { canonicalAddress, formatAddress, parseAddress } from '../lib/core/ipv6.js';
 import { SIGNATURE_HEADER } from '../lib/core/signing.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
@@ -171,21 +171,6 @@ function requireToken(token: string | undefined, role: 'listener' | 'admin'): Re
     }
     next();
   };
-}
-
-const DOTTED_QUAD = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-
-/**
- * Canonical text of an IPv6 address (RFC 5952) or a strict dotted quad (no leading zeros, no shorthand);
- * an IPv4-mapped IPv6 address becomes its dotted quad, so one IPv4 host has one spelling.
- */
-export function canonicalAddress(text: string): string {
-  if (DOTTED_QUAD.test(text)) return text;
-  if (/^[\d.]+$/.test(text)) {
-    throw new Error(`${JSON.stringify(text.slice(0, 60))} is not an IPv4 address; expected four decimal octets 0-255 without leading zeros, e.g. 192.0.2.1`);
-  }
-  const canonical = formatAddress(parseAddress(text));
-  return canonical.startsWith('::ffff:') && canonical.includes('.') ? canonical.slice('::ffff:'.length) : canonical;
 }
 
 /** A node's announced address: canonical, and one other nodes could connect to. */

@@ -6,7 +6,8 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { BootstrapClient, BootstrapError, canonicalAddress, NODE_ID_RE, PEER_KINDS, UntrustedResponseError, type Peer } from '../lib/bootstrapclient.js';
+import { BootstrapClient, BootstrapError, NODE_ID_RE, PEER_KINDS, UntrustedResponseError, type Peer } from '../lib/bootstrapclient.js';
+import { canonicalAddress } from '../lib/core/ipv6.js';
 import { parsePublicKey, type PublicKeyEntry } from '../lib/core/signing.js';
 
 const EXIT_FAILURE = 1;

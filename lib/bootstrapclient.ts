@@ -4,7 +4,7 @@
 // before it is believed: the signature over the exact body bytes (lib/core/signing.ts), then its age, then
 // its shape. Nothing of an unverified body is parsed.
 
-import { formatAddress, parseAddress } from './core/ipv6.js';
+import { canonicalAddress } from './core/ipv6.js';
 import { parsePublicKey, SIGNATURE_HEADER, verifyBody, type PublicKeyEntry } from './core/signing.js';
 
 export const DEFAULT_MAX_AGE_SECONDS = 300;
@@ -20,7 +20,6 @@ export type PeerKind = (typeof PEER_KINDS)[number];
 export const NODE_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 const ISO_TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/;
-const IPV4_RE = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
 /** Job names as the bootstrap stores them (a safe superset), so they print and land in CSV unquoted. */
 const JOB_RE = /^[A-Za-z0-9._/:-]{1,253}$/;
 const MAX_CURSOR_LENGTH = 1024;
@@ -129,16 +128,6 @@ type Json = Record<string, unknown>;
 
 function isObject(v: unknown): v is Json {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/**
- * Canonical text of an IPv6 address or a strict dotted quad, as the bootstrap writes it: an IPv4-mapped
- * address (`::ffff:192.0.2.1`) becomes the dotted quad. Throws saying what is wrong.
- */
-export function canonicalAddress(text: string): string {
-  if (IPV4_RE.test(text)) return text;
-  const canonical = formatAddress(parseAddress(text));
-  return canonical.startsWith('::ffff:') && canonical.includes('.') ? canonical.slice('::ffff:'.length) : canonical;
 }
 
 function isIsoTime(v: unknown): v is string {

@@ -227,3 +227,19 @@ export function bytesToAddress(b: Uint8Array, offset = 0): bigint {
     ((b[offset + o]! << 24) | (b[offset + o + 1]! << 16) | (b[offset + o + 2]! << 8) | b[offset + o + 3]!) >>> 0;
   return wordsToAddress(word(0), word(4), word(8), word(12));
 }
+
+const DOTTED_QUAD = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/**
+ * Canonical text of an IPv6 address (RFC 5952) or a strict dotted quad (no leading zeros, no shorthand);
+ * an IPv4-mapped IPv6 address becomes its dotted quad, so one IPv4 host has one spelling.
+ */
+/** For peers, which may be IPv4 P2P nodes: the bootstrap stores, and its clients compare, this form. */
+export function canonicalAddress(text: string): string {
+  if (DOTTED_QUAD.test(text)) return text;
+  if (/^[\d.]+$/.test(text)) {
+    throw new Error(`${JSON.stringify(text.slice(0, 60))} is not an IPv4 address; expected four decimal octets 0-255 without leading zeros, e.g. 192.0.2.1`);
+  }
+  const canonical = formatAddress(parseAddress(text));
+  return canonical.startsWith('::ffff:') && canonical.includes('.') ? canonical.slice('::ffff:'.length) : canonical;
+}
