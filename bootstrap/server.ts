@@ -32,6 +32,11 @@ export interface BootstrapAppOptions {
   trustedProxies?: string[];
   /** Folder of the control panel's static files; default `panel/` beside this module. */
   panelDir?: string;
+  /**
+   * Let a caller announce (and heartbeat) an address other than its own. Off by default: otherwise anyone
+   * could fill the lists that other nodes connect to with addresses of their choice.
+   */
+  announceAnyAddress?: boolean;
   metrics: Metrics;
   logger: Logger;
   /** Largest accepted request body; default 1 MiB. */
@@ -461,8 +466,18 @@ export function createBootstrapApp(opts: BootstrapAppOptions): express.Express {
     sendJson(res, { ...page, issuedAt: new Date().toISOString() }, authority);
   });
 
+  /** A node speaks for itself: its announced address must be the one the server sees. */
+  const ownAddress = (req: Request, node: NodeAnnouncement) => {
+    if (opts.announceAnyAddress) return;
+    const caller = clientAddress(req);
+    if (node.address !== caller) {
+      throw new HttpError(403, `address: a node announces its own address; this request comes from ${caller}, not ${node.address}`);
+    }
+  };
+
   app.post('/api/v1/announce', route('/api/v1/announce'), ...json(SMALL_BODY_BYTES), async (req, res) => {
     const node = validNode(validateAnnounce, req.body);
+    ownAddress(req, node);
     if ((await store.announce(node)) === 'blocked') {
       throw new HttpError(403, `address: ${node.address} is blocked by the bootstrap's operator`);
     }
@@ -472,6 +487,7 @@ export function createBootstrapApp(opts: BootstrapAppOptions): express.Express {
 
   app.post('/api/v1/heartbeat', route('/api/v1/heartbeat'), ...json(SMALL_BODY_BYTES), async (req, res) => {
     const node = validNode(validateHeartbeat, req.body);
+    ownAddress(req, node);
     const result = await store.heartbeat(node);
     if (result === 'blocked') throw new HttpError(403, `address: ${node.address} is blocked by the bootstrap's operator`);
     if (result === 'unknown') {

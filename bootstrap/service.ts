@@ -38,6 +38,8 @@ export interface BootstrapOptions {
   trustedProxies?: string[];
   /** P2P nodes silent for longer drop out of every list; default 300. */
   nodeTtlSeconds?: number;
+  /** See BootstrapAppOptions.announceAnyAddress (env WIDESCAN_ANNOUNCE_ANY_ADDRESS=true). */
+  announceAnyAddress?: boolean;
 }
 
 export interface BootstrapService {
@@ -129,6 +131,10 @@ export function bootstrapOptionsFromEnv(env: NodeJS.ProcessEnv): EnvBootstrapOpt
       throw new Error(`WIDESCAN_TRUSTED_PROXIES: ${(err as Error).message}`);
     }
   }
+  if (env.WIDESCAN_ANNOUNCE_ANY_ADDRESS) {
+    if (!['true', 'false'].includes(env.WIDESCAN_ANNOUNCE_ANY_ADDRESS)) throw new Error('WIDESCAN_ANNOUNCE_ANY_ADDRESS must be true or false');
+    opts.announceAnyAddress = env.WIDESCAN_ANNOUNCE_ANY_ADDRESS === 'true';
+  }
   const ttlText = env.WIDESCAN_NODE_TTL_SECONDS;
   if (ttlText) {
     const ttl = /^\d{1,7}$/.test(ttlText) ? Number(ttlText) : NaN;
@@ -194,6 +200,7 @@ export async function startBootstrap(opts: BootstrapOptions): Promise<BootstrapS
     adminToken: opts.adminToken,
     authority,
     trustedProxies,
+    announceAnyAddress: opts.announceAnyAddress,
     metrics: createMetrics('bootstrap'),
     logger,
   });

@@ -39,8 +39,9 @@ const idOf = (pem: string) => keyIdOf(createPrivateKey(pem));
 /** Base64 of the raw public key of a PEM private key, the way a verifier would configure it. */
 const rawOf = (pem: string) => Buffer.from(createPublicKey(createPrivateKey(pem)).export({ format: 'jwk' }).x!, 'base64url').toString('base64');
 
+// The tests announce many nodes from one loopback client: the own-address rule has its own test below.
 async function start(extra: Partial<BootstrapOptions> = {}): Promise<BootstrapService> {
-  const s = await startBootstrap({ redisUrl: embedded.url, listenerToken: LISTENER, port: 0, host: '127.0.0.1', logger, ...extra });
+  const s = await startBootstrap({ redisUrl: embedded.url, listenerToken: LISTENER, port: 0, host: '127.0.0.1', logger, announceAnyAddress: true, ...extra });
   started.push(s);
   return s;
 }
@@ -274,6 +275,22 @@ describe('announce and heartbeat', () => {
     expect(r.headers.get('content-type')).toMatch(/^application\/json/);
     expect(r.body.error).toMatch(message);
     expect(await dump()).toEqual(before);
+  });
+});
+
+describe('a node announces its own address', () => {
+  test('by default an address other than the caller\'s is refused (403, nothing stored); the caller\'s own is accepted', async () => {
+    const strict = await start({ announceAnyAddress: false });
+    const before = await dump();
+    const foreign = await announce({ address: '2001:db8::66', port: 4000, id: 'spoofer' }, strict.url);
+    expect(foreign.status).toBe(403);
+    expect(foreign.body.error).toBe('address: a node announces its own address; this request comes from 127.0.0.1, not 2001:db8::66');
+    expect((await heartbeat({ address: '2001:db8::66', port: 4000, id: 'spoofer' }, strict.url)).status).toBe(403);
+    expect(await dump()).toEqual(before);
+    const own = await announce({ address: '127.0.0.1', port: 4000, id: 'honest' }, strict.url);
+    expect(own.status).toBe(200);
+    expect(own.body.self).toEqual({ address: '127.0.0.1', port: 4000, id: 'honest' });
+    expect((await heartbeat({ address: '127.0.0.1', port: 4000, id: 'honest' }, strict.url)).status).toBe(200);
   });
 });
 

@@ -94,6 +94,7 @@ beforeAll(async () => {
     adminToken: ADMIN_TOKEN,
     host: '127.0.0.1',
     port: 0,
+    announceAnyAddress: true, // the test announces a node that is not 127.0.0.1
     trustMode: 'authority',
     authorityKey: currentKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
     previousAuthorityKey: previous.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),

@@ -70,6 +70,7 @@ beforeAll(async () => {
     listenerToken: LISTENER_TOKEN,
     trustMode: 'authority',
     authorityKey: authorityKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    announceAnyAddress: true, // the CLI announces [2001:db8::77] from loopback
     logger: createLogger('test', 'silent'),
   });
   const res = await fetch(`${bootstrap.url}/api/v1/peers`, {
