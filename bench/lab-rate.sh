@@ -37,29 +37,42 @@ sampled() {
   "$@" || true
   kill "$sampler"; wait "$sampler" 2>/dev/null || true
 }
+# CPU seconds (user + system) of a command and every descendant it waited for, per million probes: for
+# widescan the whole `run` tree (planner, bootstrap, worker, listener, redis-server), for masscan masscan.
+cpu_of() { # file command…: runs it, writes "user sys" to file
+  local file=$1; shift
+  local TIMEFORMAT='%U %S'
+  { time "$@" ; } 2>"$file"
+}
+per_million() { awk -v f="$1" -v n="$2" 'BEGIN { getline l < f; split(l, t, " "); printf "%.2f", (t[1] + t[2]) * 1e6 / n }'; }
 send_rate() { # from a sample log: probes/s while the counter rose
   awk 'NR == 1 { c0 = $2 } $2 > last { if (!t0) t0 = prev; t1 = $1; n = $2 - c0 } { prev = $1; last = $2 } END { printf "%d", n / (t1 - t0) }' "$1"
 }
 for i in $(seq "$rounds"); do
   log=$(mktemp)
   out=$(mktemp)
-  sampled "$log" ip netns exec "$lab-scan" node dist/cli/main.js run "$job" --no-progress >"$out" 2>/dev/null
+  cpu=$(mktemp)
+  sampled "$log" cpu_of "$cpu" sh -c 'ip netns exec "$1" node dist/cli/main.js run "$2" --no-progress 2>/dev/null' - "$lab-scan" "$job" >"$out"
   line=$(grep -E '^(Succeeded|Failed)' "$out")
+  probes=$(sed -E 's/^[A-Za-z]+: ([0-9]+) probes.*/\1/' <<<"$line")
   valid=$(sed -E 's/.* ([0-9]+) valid replies.*/\1/' <<<"$line")
   wrate=$(send_rate "$log")
   echo "round $i: widescan: $line"
+  echo "round $i: widescan: $(per_million "$cpu" "$probes") CPU s per million probes (whole run tree)"
   if [ "$scenario" = dead ]; then continue; fi
   wcap=$(awk -v v="$valid" -v e="$expected" 'BEGIN { printf "%.4f", v / e }')
   echo "round $i: widescan: capture $wcap of $expected expected replies"
   if [ "$scenario" = aliased ]; then
     echo "round $i: widescan: sent at $wrate/s (responder counter)"
-    sampled "$log" timeout 300 ip netns exec "$lab-scan" masscan --ping --range "fd00:5ca:1ab:1aa::/$((128 - bits))" \
-      --adapter "$lab-to-resp" --adapter-ip fd00:5ca:1ab:f001::1 --router-mac "$router" --rate 10000000 --wait 2 -oL "$out" >/dev/null 2>&1
+    sampled "$log" cpu_of "$cpu" sh -c 'timeout 300 ip netns exec "$1" masscan --ping --range "$2" --adapter "$3" \
+      --adapter-ip fd00:5ca:1ab:f001::1 --router-mac "$4" --rate 10000000 --wait 2 -oL "$5" >/dev/null 2>&1' - \
+      "$lab-scan" "fd00:5ca:1ab:1aa::/$((128 - bits))" "$lab-to-resp" "$router" "$out"
     mrate=$(send_rate "$log")
+    echo "round $i: masscan:  $(per_million "$cpu" "$expected") CPU s per million probes (its --wait included)"
     found=$(grep -c '^open' "$out" || true)
     mcap=$(awk -v f="$found" -v e="$expected" 'BEGIN { printf "%.4f", f / e }')
     echo "round $i: masscan:  sent at $mrate/s (responder counter), capture $mcap ($found replies)"
     echo "round $i: ratio widescan/masscan: rate $(awk -v a="$wrate" -v b="$mrate" 'BEGIN { printf "%.2f", a / b }'), capture $(awk -v a="$wcap" -v b="$mcap" 'BEGIN { printf "%.2f", a / b }')"
   fi
-  rm -f "$log" "$out"
+  rm -f "$log" "$out" "$cpu"
 done
