@@ -5,6 +5,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Redis } from 'ioredis';
 import { canonicalAddress, formatAddress, parseAddress } from '../lib/core/ipv6.js';
+import { MAX_PAGE_LIMIT, NODE_ID_PATTERN, PEER_KINDS, type PeerKind } from '../lib/core/peers.js';
 import { SIGNATURE_HEADER } from '../lib/core/signing.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
@@ -12,8 +13,8 @@ import { AdminStore, MAX_REASON_LENGTH } from './admin.js';
 import { Authority } from './authority.js';
 import { JobReader } from './jobs.js';
 import {
-  MAX_LIMIT, MAX_SINCE_MS, PEER_KINDS, PeerQueryError, REPORT_KINDS,
-  type NodeAnnouncement, type PeerKind, type PeerQuery, type PeerReport, type PeerStore,
+  MAX_SINCE_MS, PeerQueryError, REPORT_KINDS,
+  type NodeAnnouncement, type PeerQuery, type PeerReport, type PeerStore,
 } from './store.js';
 
 export interface BootstrapAppOptions {
@@ -51,7 +52,6 @@ export const DEFAULT_MAX_BATCH = 10_000;
 export const SMALL_BODY_BYTES = 4096;
 export const DEFAULT_AUDIT_LIMIT = 100;
 export const MAX_AUDIT_LIMIT = 1000;
-export const NODE_ID_PATTERN = '^[A-Za-z0-9._:-]{1,128}$';
 const NODE_ID_RULE = "must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'";
 // Control characters and bidirectional overrides could disguise a reason in logs and in the panel.
 const REASON_PATTERN = '^[^\\u0000-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069]*$';
@@ -298,8 +298,8 @@ function parsePeerQuery(query: Request['query']): PeerQuery {
         q.since = parseSince(value);
         break;
       case 'limit':
-        if (!/^\d{1,4}$/.test(value) || Number(value) < 1 || Number(value) > MAX_LIMIT) {
-          throw new PeerQueryError('limit', `must be an integer from 1 to ${MAX_LIMIT}, got ${JSON.stringify(value.slice(0, 40))}`);
+        if (!/^\d{1,4}$/.test(value) || Number(value) < 1 || Number(value) > MAX_PAGE_LIMIT) {
+          throw new PeerQueryError('limit', `must be an integer from 1 to ${MAX_PAGE_LIMIT}, got ${JSON.stringify(value.slice(0, 40))}`);
         }
         q.limit = Number(value);
         break;

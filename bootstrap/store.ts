@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { MAX_PAGE_LIMIT, PEER_KINDS, type PeerKind } from '../lib/core/peers.js';
 import { keys } from '../lib/keys.js';
 
 // Peers live in Redis so several bootstrap replicas share them and they survive restarts.
@@ -23,8 +24,6 @@ import { keys } from '../lib/keys.js';
 // score and first job), and a node is never downgraded by a listener's report.
 // Blocked addresses keep their record (filtered out when read), so unblocking restores them as they were.
 
-export const PEER_KINDS = ['host', 'widescan', 'node'] as const;
-export type PeerKind = (typeof PEER_KINDS)[number];
 /** What listeners report; `node` comes only from the nodes themselves (`announce`). */
 export const REPORT_KINDS = ['host', 'widescan'] as const;
 export type ReportKind = (typeof REPORT_KINDS)[number];
@@ -103,7 +102,6 @@ export class PeerQueryError extends Error {
 }
 
 export const DEFAULT_LIMIT = 100;
-export const MAX_LIMIT = 1000;
 const SCORE_SCALE = 1024;
 /** `since` beyond this would make `since * 1024` inexact as a double. */
 export const MAX_SINCE_MS = Math.floor(Number.MAX_SAFE_INTEGER / SCORE_SCALE);
@@ -411,8 +409,8 @@ export class PeerStore {
    */
   async list(q: PeerQuery): Promise<PeerPage> {
     const limit = q.limit ?? DEFAULT_LIMIT;
-    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
-      throw new PeerQueryError('limit', `must be an integer from 1 to ${MAX_LIMIT}, got ${String(limit)}`);
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_LIMIT) {
+      throw new PeerQueryError('limit', `must be an integer from 1 to ${MAX_PAGE_LIMIT}, got ${String(limit)}`);
     }
     if (q.kind !== undefined && !PEER_KINDS.includes(q.kind)) {
       throw new PeerQueryError('kind', `must be one of ${PEER_KINDS.join(', ')}, got ${JSON.stringify(q.kind)}`);

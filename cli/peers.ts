@@ -6,13 +6,13 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { BootstrapClient, BootstrapError, NODE_ID_RE, PEER_KINDS, UntrustedResponseError, type Peer } from '../lib/bootstrapclient.js';
+import { BootstrapClient, BootstrapError, UntrustedResponseError, type Peer } from '../lib/bootstrapclient.js';
+import { MAX_PAGE_LIMIT, NODE_ID_RE, PEER_KINDS } from '../lib/core/peers.js';
 import { canonicalAddress } from '../lib/core/ipv6.js';
 import { parsePublicKey, type PublicKeyEntry } from '../lib/core/signing.js';
 
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
-const MAX_LIMIT = 1000;
 
 interface PeersOptions {
   bootstrap: string;
@@ -78,8 +78,8 @@ function parseEndpoint(cmd: Command, text: string): { address: string; port: num
 
 function checkFlags(cmd: Command, o: PeersOptions): void {
   if (o.kind !== undefined && !(PEER_KINDS as readonly string[]).includes(o.kind)) usage(cmd, `--kind ${o.kind}: use one of ${PEER_KINDS.join(', ')}`);
-  if (o.limit !== undefined && (!/^\d{1,4}$/.test(o.limit) || Number(o.limit) < 1 || Number(o.limit) > MAX_LIMIT)) {
-    usage(cmd, `--limit ${o.limit}: use an integer from 1 to ${MAX_LIMIT}`);
+  if (o.limit !== undefined && (!/^\d{1,4}$/.test(o.limit) || Number(o.limit) < 1 || Number(o.limit) > MAX_PAGE_LIMIT)) {
+    usage(cmd, `--limit ${o.limit}: use an integer from 1 to ${MAX_PAGE_LIMIT}`);
   }
   if (o.since !== undefined && !/^\d{1,16}$/.test(o.since) && (!/^\d{4}-\d{2}-\d{2}/.test(o.since) || Number.isNaN(Date.parse(o.since)))) {
     usage(cmd, `--since ${o.since}: give an ISO-8601 time such as 2024-05-01T12:00:00Z, or ms since the epoch`);
@@ -146,7 +146,7 @@ export function peersCommand(): Command {
     .option('--kind <kind>', `only this kind: ${PEER_KINDS.join(', ')}`)
     .option('--job <job>', 'only peers found by this job')
     .option('--since <time>', 'only peers first seen at or after this ISO-8601 time (or ms since the epoch)')
-    .option('--limit <n>', `peers per page, 1 to ${MAX_LIMIT}`)
+    .option('--limit <n>', `peers per page, 1 to ${MAX_PAGE_LIMIT}`)
     .option('--all', 'follow the pages to the end')
     .option('--announce <address:port>', 'register this node ([IPv6]:port or IPv4:port) and print the peers it gets back')
     .option('--id <id>', 'the identifier to announce')

@@ -5,6 +5,7 @@
 // its shape. Nothing of an unverified body is parsed.
 
 import { canonicalAddress } from './core/ipv6.js';
+import { NODE_ID_RE } from './core/peers.js';
 import { parsePublicKey, SIGNATURE_HEADER, verifyBody, type PublicKeyEntry } from './core/signing.js';
 
 export const DEFAULT_MAX_AGE_SECONDS = 300;
@@ -14,10 +15,6 @@ export const DEFAULT_TIMEOUT_MS = 10_000;
 /** A full page (1000 peers) is well under 1 MiB; four leave room and still bound what a hostile server costs us. */
 export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
 export const MAX_BODY_BYTES = 16 * 1024 * 1024;
-export const PEER_KINDS = ['host', 'widescan', 'node'] as const;
-export type PeerKind = (typeof PEER_KINDS)[number];
-/** A node's identifier, as the announce endpoint accepts it. */
-export const NODE_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 const ISO_TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/;
 /** Job names as the bootstrap stores them (a safe superset), so they print and land in CSV unquoted. */
