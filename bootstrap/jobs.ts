@@ -3,8 +3,8 @@
 // (the planner owns both), so the phase shown is the one the planner last wrote.
 
 import type { Redis } from 'ioredis';
-import { computeStatus, type JobStatus } from '../lib/core/status.js';
-import { CompiledJobCache, JobNotFoundError, loadJob, readCounters } from '../lib/jobstore.js';
+import type { JobStatus } from '../lib/core/status.js';
+import { CompiledJobCache, JobNotFoundError, loadJob, readCounters, statusOf } from '../lib/jobstore.js';
 import { keys } from '../lib/keys.js';
 import type { Logger } from '../lib/log.js';
 
@@ -33,19 +33,7 @@ export class JobReader {
   private async read(id: string, nowMs: number): Promise<JobSummary | null> {
     try {
       const [record, counters] = await Promise.all([loadJob(this.redis, id, this.compiled), readCounters(this.redis, id)]);
-      const inFlight = record.nextShard - counters.shardsCompleted - counters.shardsFailed;
-      const status = computeStatus({
-        phase: record.phase,
-        targets: record.job.space.size - record.job.space.plannedExcluded,
-        totalShards: record.job.totalShards,
-        activeShards: Math.max(0, inFlight),
-        counters,
-        startTimeMs: record.startTimeMs,
-        completionTimeMs: record.completionTimeMs,
-        nowMs,
-        backend: record.backend,
-      });
-      return { id, ...status };
+      return { id, ...statusOf(record, counters, nowMs) };
     } catch (err) {
       if (err instanceof JobNotFoundError) return null; // removed between SMEMBERS and HGETALL
       if (isRedisError(err)) throw err; // the whole list is unavailable, not this job

@@ -6,7 +6,7 @@ import type { Redis } from 'ioredis';
 import { parsePrefix } from './core/cidr.js';
 import { compileJob, type CompiledJob, type JobManifest } from './core/job.js';
 import { jobTagHex } from './core/keys.js';
-import { countersFrom, type Phase } from './core/status.js';
+import { computeStatus, countersFrom, type JobStatus, type Phase } from './core/status.js';
 import { keys, type JobCounter, type JobCounters } from './keys.js';
 
 export interface JobRecord {
@@ -95,6 +95,22 @@ export async function loadJob(redis: Redis, id: string, cache = new CompiledJobC
   const lastDone = num(h.lastShardDone);
   if (lastDone !== undefined) record.lastShardDoneMs = lastDone;
   return record;
+}
+
+/** The job's `status`, from its record and counters; `phase`/`completionTimeMs` override the stored ones. */
+export function statusOf(record: JobRecord, counters: JobCounters, nowMs: number, phase = record.phase, completionTimeMs = record.completionTimeMs): JobStatus {
+  const inFlight = record.nextShard - counters.shardsCompleted - counters.shardsFailed;
+  return computeStatus({
+    phase,
+    targets: record.job.space.size - record.job.space.plannedExcluded,
+    totalShards: record.job.totalShards,
+    activeShards: Math.max(0, inFlight),
+    counters,
+    startTimeMs: record.startTimeMs,
+    completionTimeMs,
+    nowMs,
+    backend: record.backend,
+  });
 }
 
 export async function readCounters(redis: Redis, id: string): Promise<JobCounters> {

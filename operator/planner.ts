@@ -5,8 +5,8 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { CompiledJob } from '../lib/core/job.js';
-import { computeStatus, nextPhase, type JobStatus } from '../lib/core/status.js';
-import { CompiledJobCache, loadJob, readCounters, registerJob, setJobFields, type JobRecord, type RegisterOptions } from '../lib/jobstore.js';
+import { nextPhase, type JobStatus } from '../lib/core/status.js';
+import { CompiledJobCache, loadJob, readCounters, registerJob, setJobFields, statusOf, type JobRecord, type RegisterOptions } from '../lib/jobstore.js';
 import { keys, type JobCounters } from '../lib/keys.js';
 import { shardJobId, type ShardData } from '../lib/queue.js';
 
@@ -73,18 +73,7 @@ export class Planner {
       if (phase === 'Succeeded' || phase === 'Failed') fields.completionTime = String((completionTimeMs = nowMs));
       await setJobFields(this.redis, id, fields);
     }
-    const inFlight = record.nextShard - counters.shardsCompleted - counters.shardsFailed;
-    return computeStatus({
-      phase,
-      targets: record.job.space.size - record.job.space.plannedExcluded,
-      totalShards: record.job.totalShards,
-      activeShards: Math.max(0, inFlight),
-      counters,
-      startTimeMs: record.startTimeMs,
-      completionTimeMs,
-      nowMs,
-      backend: record.backend,
-    });
+    return statusOf(record, counters, nowMs, phase, completionTimeMs);
   }
 
   /** Stops the job: workers see the flag at their next batch; queued shards are dropped. */
