@@ -1,22 +1,12 @@
 // Compares a scan's peers (NDJSON) with what the lab's ground truth says the job must find.
 import { readFileSync } from 'node:fs';
 import { loadJob } from '../dist/lib/core/job.js';
-import { formatAddress } from '../dist/lib/core/ipv6.js';
-import { parsePrefix, prefixContains } from '../dist/lib/core/cidr.js';
-import { wordsToBigint } from '../dist/lib/core/words.js';
+import { expectedHosts } from '../dist/testbed/lab.js';
 
 const [jobFile, truthFile, peersFile] = process.argv.slice(2);
 const job = loadJob(readFileSync(jobFile, 'utf8'), jobFile);
 const truth = JSON.parse(readFileSync(truthFile, 'utf8'));
-const live = new Set([...truth.live, truth.peerAddress]);
-const aliased = truth.aliased.map(parsePrefix);
-const expected = new Set();
-const words = new Uint32Array(4);
-for (let i = 0; i < job.space.size; i++) {
-  if (job.space.address(i, words)) continue;
-  const a = wordsToBigint(words);
-  if (live.has(formatAddress(a)) || aliased.some((p) => prefixContains(p, a))) expected.add(formatAddress(a));
-}
+const expected = expectedHosts(job, truth);
 const peers = readFileSync(peersFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
 const found = new Set(peers.map((p) => p.address));
 const missed = [...expected].filter((a) => !found.has(a));

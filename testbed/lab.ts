@@ -8,6 +8,10 @@ import { mkdir, open, readFile, rmdir, unlink, writeFile } from 'node:fs/promise
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { parsePrefix, prefixContains } from '../lib/core/cidr.js';
+import { formatAddress } from '../lib/core/ipv6.js';
+import type { CompiledJob } from '../lib/core/job.js';
+import { wordsToBigint } from '../lib/core/words.js';
 
 const execFile = promisify(execFileCallback);
 
@@ -411,4 +415,22 @@ export async function labStatus(name: string = DEFAULT_LAB_NAME): Promise<LabSta
     namespaces: present,
     counters: { respEchoRequests, sinkEchoRequests, peerEchoRequests },
   };
+}
+
+/**
+ * What a correct scan of `job` in the lab reports: the targeted live and aliased addresses (the peer
+ * instance's among them), never excluded ones. The demo and the tests compare scans with it.
+ */
+export function expectedHosts(job: CompiledJob, truth: Pick<LabInfo, 'live' | 'peerAddress' | 'aliased'>): Set<string> {
+  const live = new Set([...truth.live, truth.peerAddress]);
+  const aliased = truth.aliased.map(parsePrefix);
+  const words = new Uint32Array(4);
+  const found = new Set<string>();
+  for (let i = 0; i < job.space.size; i++) {
+    if (job.space.address(i, words)) continue;
+    const a = wordsToBigint(words);
+    const text = formatAddress(a);
+    if (live.has(text) || aliased.some((p) => prefixContains(p, a))) found.add(text);
+  }
+  return found;
 }

@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadJob } from '../../lib/core/job.js';
 import { jobTagOf } from '../../lib/core/keys.js';
-import { labStatus, type LabInfo } from '../../testbed/lab.js';
+import { expectedHosts, labStatus, type LabInfo } from '../../testbed/lab.js';
 import { childPids, runCli, startCli, waitFor } from '../helpers/cli.js';
-import { expectedHosts, parseNdjson, startLab, stopLab, writeJob } from '../helpers/lab.js';
+import { parseNdjson, startLab, stopLab, writeJob } from '../helpers/lab.js';
 
 let lab: LabInfo | undefined;
 beforeAll(async () => {
