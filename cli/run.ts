@@ -15,7 +15,7 @@ import { macKeyFor, networkIdOf, networkKeyBytes } from '../lib/core/keys.js';
 import type { JobStatus } from '../lib/core/status.js';
 import { loadJob, removeJob } from '../lib/jobstore.js';
 import { createLogger } from '../lib/log.js';
-import { createShardQueue } from '../lib/queue.js';
+import { ShardQueues } from '../lib/queue.js';
 import type { Redis } from 'ioredis';
 import { stopChild } from '../lib/proc.js';
 import { connectRedis, startEmbeddedRedis, type EmbeddedRedis } from '../lib/redis.js';
@@ -182,9 +182,9 @@ export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult
     }, 'listener');
     cleanups.push(() => stopChild(listener, 10_000));
 
-    const queue = createShardQueue(redis);
-    cleanups.push(() => queue.close());
-    const planner = new Planner(redis, queue, { window: Math.max(2, o.workers * 3) });
+    const queues = new ShardQueues(redis);
+    cleanups.push(() => queues.close());
+    const planner = new Planner(redis, queues, { window: Math.max(2, o.workers * 3) });
     await planner.submit(job, {
       macKey: macKeyFor(networkKey, job.tag),
       networkId: networkIdOf(networkKey),
@@ -223,7 +223,7 @@ export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult
       // checkpoint), so that no probe of this job leaves after we return.
       await planner.cancel(job.id);
       const deadline = Date.now() + 5000;
-      while ((await queue.getActiveCount()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      while ((await planner.activeShards(job.id)) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       throw new Error('interrupted: the job was cancelled');
     }
     await askFlush(listener);

@@ -19,6 +19,9 @@ export interface JobRecord {
   lastShardDoneMs?: number;
   nextShard: number;
   cancelled: boolean;
+  /** The controls that may change while a job runs (`spec.suspend`, `spec.rate`); the manifest keeps the rest. */
+  suspended: boolean;
+  packetsPerSecond: number;
   /** Generation backend the workers report. */
   backend?: string;
 }
@@ -45,6 +48,8 @@ export async function registerJob(redis: Redis, job: CompiledJob, options: Regis
       startTime: String(Date.now()),
       nextShard: '0',
       cancelled: '0',
+      suspended: job.spec.suspend ? '1' : '0',
+      packetsPerSecond: String(job.spec.rate.packetsPerSecond),
     })
     .hset(keys.tags(), jobTagHex(job.tag), job.id)
     .sadd(keys.jobs(), job.id)
@@ -86,6 +91,8 @@ export async function loadJob(redis: Redis, id: string, cache = new CompiledJobC
     networkId: Number(h.networkId),
     nextShard: Number(h.nextShard ?? 0),
     cancelled: h.cancelled === '1',
+    suspended: h.suspended === '1',
+    packetsPerSecond: Number(h.packetsPerSecond) || job.spec.rate.packetsPerSecond,
   };
   const start = num(h.startTime);
   if (start !== undefined) record.startTimeMs = start;
@@ -117,16 +124,26 @@ export async function readCounters(redis: Redis, id: string): Promise<JobCounter
   return countersFrom(await redis.hgetall(keys.counters(id)));
 }
 
+// Counters of a job that is gone (removed by the finalizer while late replies still arrive) are dropped,
+// not recreated: a removed job leaves no keys behind.
+const ADD_COUNTERS = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+return 1
+`;
+
 export function addCounters(redis: Redis, id: string, deltas: Partial<Record<JobCounter, number>>): Promise<unknown> {
-  const m = redis.multi();
-  for (const [k, v] of Object.entries(deltas)) if (v) m.hincrby(keys.counters(id), k, v);
-  return m.exec();
+  const args: string[] = [];
+  for (const [k, v] of Object.entries(deltas)) if (v) args.push(k, String(v));
+  if (args.length === 0) return Promise.resolve();
+  return redis.eval(ADD_COUNTERS, 2, keys.job(id), keys.counters(id), ...args);
 }
 
 // Shard completion is idempotent: a shard redelivered after its worker died between finishing and
 // acknowledging must not count twice. One bit per shard (a job of 2^32 targets in 65536-position shards
 // needs 8 KiB), set atomically with the counters.
 const FINISH = `
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
 if redis.call('SETBIT', KEYS[1], ARGV[1], 1) == 1 then return 0 end
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[2], 'excluded', ARGV[3]) end
@@ -134,11 +151,16 @@ redis.call('HSET', KEYS[3], 'lastShardDone', ARGV[4])
 return 1
 `;
 
-/** Marks shard `shard` done; returns false when it already was. */
+/** Marks shard `shard` done; returns false when it already was, or the job is gone. */
 export async function finishShard(redis: Redis, id: string, shard: number, outcome: 'completed' | 'failed', excluded: number): Promise<boolean> {
   const counter: JobCounter = outcome === 'completed' ? 'shardsCompleted' : 'shardsFailed';
   const done = await redis.eval(FINISH, 3, `${keys.job(id)}:done`, keys.counters(id), keys.job(id), String(shard), counter, String(excluded), String(Date.now()));
   return done === 1;
+}
+
+/** Changes what may change while a job runs; workers pick it up at their next checkpoint. */
+export async function setJobControls(redis: Redis, id: string, controls: { suspended: boolean; packetsPerSecond: number }): Promise<void> {
+  await setJobFields(redis, id, { suspended: controls.suspended ? '1' : '0', packetsPerSecond: String(controls.packetsPerSecond) });
 }
 
 export async function setJobFields(redis: Redis, id: string, fields: Record<string, string>): Promise<void> {

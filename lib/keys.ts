@@ -4,8 +4,10 @@
 
 export const KEY_PREFIX = 'widescan';
 
-/** BullMQ queue of shard windows, shared by all jobs. */
+/** BullMQ queue of shard windows, shared by all `auto` and `cpu` jobs. */
 export const SHARD_QUEUE = 'shards';
+/** Shards of `hardware: gpu` jobs, read only by GPU-capable workers. */
+export const SHARD_QUEUE_GPU = 'shards-gpu';
 /** BullMQ's own key prefix, so `widescan:shards:*` holds the queue. */
 export const BULL_PREFIX = KEY_PREFIX;
 

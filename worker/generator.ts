@@ -5,10 +5,10 @@
 
 import { addressToBytesWords } from '../lib/core/words.js';
 import type { ProbeWriter } from '../lib/core/probe.js';
+import type { Hardware } from '../lib/core/job.js';
 import type { ExclusionReason, TargetSpace } from '../lib/core/targets.js';
 
 export type Backend = 'cpu';
-export type Hardware = 'auto' | 'gpu' | 'cpu';
 
 export class ProbeBatch {
   /** Probes in the batch (excluded positions are not in it). */

@@ -6,7 +6,7 @@ import { createMetrics } from '../lib/metrics.js';
 import { connectRedis } from '../lib/redis.js';
 import { serveMetrics } from '../lib/serve.js';
 import { openIcmp6Transport } from '../lib/icmp6native.js';
-import type { Hardware } from './generator.js';
+import type { Hardware } from '../lib/core/job.js';
 import { ShardWorker } from './worker.js';
 
 const logger = createLogger('worker');

@@ -1,19 +1,21 @@
 // The worker: takes shards from BullMQ, generates their probes, sends them under the job-wide rate cap,
 // checkpoints inside the shard (a redelivered shard resumes there), stops promptly when its job is
-// cancelled, and on SIGTERM hands the current shard back to the queue with its checkpoint.
+// cancelled or removed, parks it while its job is suspended, follows rate changes, and on SIGTERM hands the
+// current shard back to the queue with its checkpoint.
 
-import { WaitingError, Worker, type ConnectionOptions, type Job } from 'bullmq';
+import { DelayedError, WaitingError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { ProbeWriter } from '../lib/core/probe.js';
 import { shardAt } from '../lib/core/shards.js';
 import { addCounters, finishShard, loadJob, type JobRecord } from '../lib/jobstore.js';
-import { BULL_PREFIX, SHARD_QUEUE, keys } from '../lib/keys.js';
+import { BULL_PREFIX, keys } from '../lib/keys.js';
 import type { Icmp6Transport } from '../lib/icmp6native.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
-import type { ShardData } from '../lib/queue.js';
+import { queuesReadBy, type ShardData } from '../lib/queue.js';
 import { TokenBucket } from '../lib/ratelimit.js';
-import { createGenerator, ProbeBatch, type AddressGenerator, type Hardware } from './generator.js';
+import type { Hardware } from '../lib/core/job.js';
+import { createGenerator, ProbeBatch, type AddressGenerator } from './generator.js';
 
 /** Where a shard stands; stored as the BullMQ job's progress. */
 export interface Checkpoint {
@@ -33,6 +35,8 @@ export interface WorkerOptions {
   /** What this node offers: a GPU pool worker runs `gpu`, a CPU pool worker `cpu`. */
   hardware: Hardware;
   checkpointMs?: number;
+  /** How long a shard of a suspended job is parked (delayed in BullMQ) before it is looked at again. */
+  suspendRecheckMs?: number;
   /** BullMQ lock; a worker silent this long (killed) has its shard redelivered. */
   lockMs?: number;
   concurrency?: number;
@@ -47,36 +51,45 @@ interface JobContext {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** What a worker learns about its job at each checkpoint. */
+type JobControl = { state: 'run'; packetsPerSecond: number } | { state: 'suspended' } | { state: 'stopped'; why: string };
+
 export class ShardWorker {
-  private readonly worker: Worker<ShardData>;
+  /** One BullMQ worker per queue this kind of worker reads (a GPU-capable one also takes `hardware: gpu` shards). */
+  private readonly workers: Worker<ShardData>[];
   private readonly contexts = new Map<string, JobContext>();
   private stopping = false;
   private readonly checkpointMs: number;
+  private readonly suspendRecheckMs: number;
 
   constructor(private readonly options: WorkerOptions) {
     this.checkpointMs = options.checkpointMs ?? 1000;
+    this.suspendRecheckMs = options.suspendRecheckMs ?? 2000;
     const lockDuration = options.lockMs ?? 30_000;
-    this.worker = new Worker<ShardData>(SHARD_QUEUE, (job, token) => this.process(job, token!), {
-      connection: options.connection,
-      prefix: BULL_PREFIX,
-      concurrency: options.concurrency ?? 1,
-      lockDuration,
-      stalledInterval: lockDuration,
-      maxStalledCount: 5,
-      autorun: false,
+    this.workers = queuesReadBy(options.hardware).map((name) => {
+      const worker = new Worker<ShardData>(name, (job, token) => this.process(job, token!), {
+        connection: options.connection,
+        prefix: BULL_PREFIX,
+        concurrency: options.concurrency ?? 1,
+        lockDuration,
+        stalledInterval: lockDuration,
+        maxStalledCount: 5,
+        autorun: false,
+      });
+      worker.on('failed', (job, err) => void this.onFailed(job, err));
+      worker.on('error', (err) => options.logger.error({ err }, 'worker error'));
+      return worker;
     });
-    this.worker.on('failed', (job, err) => void this.onFailed(job, err));
-    this.worker.on('error', (err) => options.logger.error({ err }, 'worker error'));
   }
 
-  run(): Promise<void> {
-    return this.worker.run();
+  async run(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.run()));
   }
 
   /** Graceful stop: the running shard is checkpointed and returned to the queue, then BullMQ closes. */
   async stop(): Promise<void> {
     this.stopping = true;
-    await this.worker.close();
+    await Promise.all(this.workers.map((w) => w.close()));
     for (const ctx of this.contexts.values()) await ctx.generator.close();
     this.contexts.clear();
   }
@@ -96,7 +109,7 @@ export class ShardWorker {
     const generator = createGenerator(hardware, job.space, writer);
     // A batch is ~10 ms of probes at the job's rate: small enough to pace smoothly, large enough to amortise
     // a Redis round trip for its tokens.
-    const size = Math.max(16, Math.min(4096, Math.ceil(job.spec.rate.packetsPerSecond / 100)));
+    const size = Math.max(16, Math.min(4096, Math.ceil(record.packetsPerSecond / 100)));
     const ctx: JobContext = { record, generator, batch: new ProbeBatch(size, writer.packetBytes), bucket: new TokenBucket(this.options.redis, keys.rate(id)) };
     await this.options.redis.hset(keys.job(id), 'backend', generator.backend);
     // A long-lived worker sees many jobs; keep the most recent few.
@@ -112,9 +125,13 @@ export class ShardWorker {
   private async process(bull: Job<ShardData>, token: string): Promise<void> {
     const { job: id, shard: k } = bull.data;
     const { redis, logger, metrics, io } = this.options;
+    let control = await this.control(id);
+    if (control.state === 'stopped') {
+      logger.info({ job: id, shard: k, why: control.why }, 'shard dropped');
+      return;
+    }
     const ctx = await this.context(id);
     const { job } = ctx.record;
-    const rate = job.spec.rate.packetsPerSecond;
     const shard = shardAt(k, job.space.size, job.spec.shardSize);
     const saved = bull.progress as Partial<Checkpoint> | number;
     const cp: Checkpoint =
@@ -144,13 +161,21 @@ export class ShardWorker {
         }
         if (Date.now() - lastSave >= this.checkpointMs) {
           await save();
-          if ((await redis.hget(keys.job(id), 'cancelled')) === '1') {
-            logger.info({ job: id, shard: k }, 'job cancelled; shard abandoned');
-            return;
-          }
+          control = await this.control(id);
+        }
+        if (control.state === 'stopped') {
+          logger.info({ job: id, shard: k, why: control.why }, 'shard abandoned');
+          return;
+        }
+        if (control.state === 'suspended') {
+          await save();
+          // Parked with its checkpoint, without using up an attempt; looked at again after the recheck delay.
+          await bull.moveToDelayed(Date.now() + this.suspendRecheckMs, token);
+          logger.debug({ job: id, shard: k, ...cp }, 'job suspended; shard parked');
+          throw new DelayedError();
         }
         // Tokens first, then generate: the send time in each probe's MAC (its RTT) is the time it leaves.
-        const grant = await ctx.bucket.take(Math.min(ctx.batch.capacity, shard.end - cp.position), rate);
+        const grant = await ctx.bucket.take(Math.min(ctx.batch.capacity, shard.end - cp.position), control.packetsPerSecond);
         if (grant.granted === 0) {
           await sleep(Math.max(1, grant.waitMs));
           continue;
@@ -176,8 +201,20 @@ export class ShardWorker {
     if (await finishShard(redis, id, k, 'completed', cp.excluded)) logger.debug({ job: id, shard: k }, 'shard completed');
   }
 
+  /** The job's controls as the operator last set them; a job that is gone or cancelled stops its shards. */
+  private async control(id: string): Promise<JobControl> {
+    const [phase, cancelled, suspended, pps] = await this.options.redis.hmget(keys.job(id), 'phase', 'cancelled', 'suspended', 'packetsPerSecond');
+    if (phase === null) return { state: 'stopped', why: 'job removed' };
+    if (cancelled === '1') return { state: 'stopped', why: 'job cancelled' };
+    if (suspended === '1') return { state: 'suspended' };
+    const packetsPerSecond = Number(pps);
+    // Never send uncapped: a job without a usable rate is not scanned.
+    if (!(packetsPerSecond > 0)) return { state: 'stopped', why: `job has no valid packetsPerSecond (${pps})` };
+    return { state: 'run', packetsPerSecond };
+  }
+
   private async onFailed(bull: Job<ShardData> | undefined, err: Error): Promise<void> {
-    if (!bull || err instanceof WaitingError) return;
+    if (!bull || err instanceof WaitingError || err instanceof DelayedError) return;
     const final = bull.attemptsMade >= (bull.opts.attempts ?? 1);
     this.options.logger.error({ err, job: bull.data.job, shard: bull.data.shard, attempt: bull.attemptsMade, final }, 'shard failed');
     if (final) await finishShard(this.options.redis, bull.data.job, bull.data.shard, 'failed', 0);

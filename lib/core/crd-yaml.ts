@@ -1,4 +1,4 @@
-// The YAML rendering of the WidescanJob CRD: `npm run gen:crd` writes it to crds/widescanjob.yaml, and a unit
+// The YAML rendering of the WidescanJob CRD: `npm run gen:crd` writes it to crds/widescanjobs.widescan.dev.yaml, and a unit
 // test checks that the committed file is still what the schema renders to.
 
 import { stringify } from 'yaml';

@@ -22,13 +22,16 @@ export interface TargetSpec {
   budget?: number;
 }
 
+/** Where addresses are generated: `auto` uses a GPU when the node has one. */
+export type Hardware = 'auto' | 'gpu' | 'cpu';
+
 /** The spec after schema defaults are applied. */
 export interface JobSpec {
   targets: TargetSpec[];
   exclude?: string[];
   allowNonGlobal: boolean;
   rate: { packetsPerSecond: number };
-  hardware: 'auto' | 'gpu' | 'cpu';
+  hardware: Hardware;
   shardSize: number;
   seed?: string;
   probe: { hopLimit: number; retries: number; replyTimeoutSeconds: number; contact?: string };

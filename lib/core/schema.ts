@@ -1,4 +1,4 @@
-// The WidescanJob schema, written once. `crds/widescanjob.yaml` is generated from it (`npm run gen:crd`,
+// The WidescanJob schema, written once. `crds/widescanjobs.widescan.dev.yaml` is generated from it (`npm run gen:crd`,
 // checked by a test), the API server validates with that CRD, and `widescan validate|run` validate with this
 // same object through ajv — so a job accepted on one machine is accepted by the cluster and vice versa.
 // It is an OpenAPI v3 *structural* schema: no $ref, no oneOf at the top of a property, explicit types.
@@ -112,7 +112,7 @@ export const statusSchema = {
   },
 } as const;
 
-/** The CustomResourceDefinition, as an object; `crds/widescanjob.yaml` is its YAML rendering. */
+/** The CustomResourceDefinition, as an object; `crds/widescanjobs.widescan.dev.yaml` is its YAML rendering. */
 export function customResourceDefinition() {
   return {
     apiVersion: 'apiextensions.k8s.io/v1',

@@ -46,7 +46,7 @@ describe('real kubectl against the in-process API server (TLS, bearer token)', (
   });
 
   test('apply the CRD and the lab job, get wsj shows the printer columns, re-apply is unchanged', async () => {
-    expect(await kubectl('apply', '-f', 'crds/widescanjob.yaml')).toEqual({ ok: true, out: expect.stringContaining('created') });
+    expect(await kubectl('apply', '-f', 'crds/widescanjobs.widescan.dev.yaml')).toEqual({ ok: true, out: expect.stringContaining('created') });
     expect(await kubectl('apply', '-f', 'examples/lab.yaml')).toEqual({ ok: true, out: expect.stringContaining('widescanjob.widescan.dev/lab created') });
     const get = await kubectl('get', 'wsj');
     expect(get.ok).toBe(true);

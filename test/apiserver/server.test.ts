@@ -5,7 +5,7 @@ import * as k8s from '@kubernetes/client-node';
 import { parse } from 'yaml';
 import { humanDuration, parseLabelSelector, startApiServer, type ApiServer, type KObject } from './server.js';
 
-const crd = parse(readFileSync(new URL('../../crds/widescanjob.yaml', import.meta.url), 'utf8')) as KObject;
+const crd = parse(readFileSync(new URL('../../crds/widescanjobs.widescan.dev.yaml', import.meta.url), 'utf8')) as KObject;
 const lab = parse(readFileSync(new URL('../../examples/lab.yaml', import.meta.url), 'utf8')) as KObject;
 const WSJ = '/apis/widescan.dev/v1alpha1';
 

@@ -446,6 +446,20 @@ export class Store {
   private gcScheduled = false;
   /** Watches refused with 410 Expired so far (lets tests prove a client went through the relist path). */
   expiredWatches = 0;
+  /** Open watches whose delivery is held by stallWatches(), with the lines held back. */
+  private readonly stalled = new Map<Watcher, string[]>();
+  private failWith: number | undefined;
+  /** Status writes still to be refused with 409 Conflict (see injectStatusConflicts), and those refused so far. */
+  private statusConflicts = 0;
+  conflictsInjected = 0;
+
+  /** The next `n` writes to any status subresource fail with 409 Conflict, as if someone had written first. */
+  injectStatusConflicts(n: number): void {
+    this.statusConflicts = n;
+  }
+
+  /** Requests refused by failRequests so far (lets tests count a client's retries). */
+  failedRequests = 0;
   private gcRunning: Promise<void> = Promise.resolve();
 
   constructor(private readonly historySize: number) {
@@ -504,6 +518,35 @@ export class Store {
     }
   }
 
+  /**
+   * Holds every open watch: its connection stays open but nothing arrives (events are kept back, bookmarks
+   * skipped), as on a silently stalled connection. Watches opened later are unaffected.
+   */
+  stallWatches(): void {
+    for (const w of this.watchers) if (!this.stalled.has(w)) this.stalled.set(w, []);
+  }
+
+  /** Ends stallWatches(): the held events are sent, in order, on the watches still open. */
+  resumeWatches(): void {
+    for (const [w, lines] of this.stalled) for (const line of lines) w.res.write(line);
+    this.stalled.clear();
+  }
+
+  /**
+   * Makes every request for API resources (not discovery, health or OpenAPI) fail with `code` until called
+   * with undefined; open watches are not touched (cutWatches ends them).
+   */
+  failRequests(code: number | undefined): void {
+    if (code !== undefined && !(Number.isInteger(code) && code >= 400 && code <= 599))
+      throw new RangeError(`failRequests wants an HTTP error status 400-599 or undefined, got ${code}`);
+    this.failWith = code;
+  }
+
+  /** The HTTP status every resource request fails with while set (see failRequests). */
+  get injectedFailure(): number | undefined {
+    return this.failWith;
+  }
+
   /** Sends a BOOKMARK carrying the current resourceVersion on every watch that allowed bookmarks. */
   readonly bookmarkers = new Set<() => void>();
   sendBookmarks(): void {
@@ -549,7 +592,10 @@ export class Store {
     if (!type) return;
     const obj = this.view(rt, w.version, ev.obj);
     if (type === 'DELETED' && ev.type === 'MODIFIED') obj.metadata.resourceVersion = String(ev.rv);
-    w.res.write(JSON.stringify({ type, object: obj }) + '\n');
+    const line = JSON.stringify({ type, object: obj }) + '\n';
+    const held = this.stalled.get(w);
+    if (held) held.push(line);
+    else w.res.write(line);
   }
 
   // ----- CRDs -----
@@ -723,6 +769,11 @@ export class Store {
       throw new ApiError(400, 'BadRequest', `the name of the object (${md.name}) does not match the name on the URL (${name})`);
     md.name = name;
     if (md.resourceVersion !== undefined && md.resourceVersion !== '' && md.resourceVersion !== old.metadata.resourceVersion) throw conflict(rt, name);
+    if (sub === 'status' && this.statusConflicts > 0) {
+      this.statusConflicts--;
+      this.conflictsInjected++;
+      throw conflict(rt, name);
+    }
     if (!fromPatch && (md.resourceVersion === undefined || md.resourceVersion === '') && rt.custom)
       throw invalid(rt, name, [{ field: 'metadata.resourceVersion', message: 'Invalid value: 0x0: must be specified for an update' }]);
     if (md.uid !== undefined && md.uid !== old.metadata.uid)
@@ -1019,7 +1070,7 @@ export class Store {
     const timers: NodeJS.Timeout[] = [];
     let closed = false;
     const bookmark = (extra?: KObject): void => {
-      if (closed) return;
+      if (closed || this.stalled.has(w)) return;
       const obj = { kind: rt.kind, apiVersion: apiVersionOf(rt.group, version), metadata: { resourceVersion: String(this.rv), ...(extra ?? {}) } };
       res.write(JSON.stringify({ type: 'BOOKMARK', object: obj }) + '\n');
     };
@@ -1034,6 +1085,7 @@ export class Store {
         if (closed) return;
         closed = true;
         this.watchers.delete(w);
+        this.stalled.delete(w);
         this.bookmarkers.delete(bookmark);
         for (const tm of timers) clearTimeout(tm);
         if (!res.writableEnded) res.end();
@@ -1229,6 +1281,12 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     } else {
       [plural, name, sub] = [rest[0]!, rest[1], rest[2]];
       if (rest.length > 3) throw new ApiError(404, 'NotFound', 'the server could not find the requested resource');
+    }
+    if (store.injectedFailure !== undefined) {
+      store.failedRequests++;
+      const code = store.injectedFailure;
+      const reason = code === 429 ? 'TooManyRequests' : code === 503 ? 'ServiceUnavailable' : code < 500 ? 'BadRequest' : 'InternalError';
+      throw new ApiError(code, reason, `injected failure (store.failRequests(${code}))`);
     }
     const rt = store.type(group, plural);
     if (!rt.versions.includes(version)) throw new ApiError(404, 'NotFound', 'the server could not find the requested resource');

@@ -7,7 +7,7 @@ import { CRD_HEADER, crdYaml } from '../../lib/core/crd-yaml.js';
 import { parseJobText } from '../../lib/core/job.js';
 import { customResourceDefinition, GROUP, KIND, PLURAL, targetSchema, VERSION } from '../../lib/core/schema.js';
 
-const FILE = new URL('../../crds/widescanjob.yaml', import.meta.url);
+const FILE = new URL('../../crds/widescanjobs.widescan.dev.yaml', import.meta.url);
 const committed = readFileSync(FILE, 'utf8');
 const crd = customResourceDefinition();
 const version = crd.spec.versions[0]!;
@@ -32,10 +32,10 @@ function nodes(s: Schema, path = ''): [string, Schema][] {
   return out;
 }
 
-describe('crds/widescanjob.yaml', () => {
+describe('crds/widescanjobs.widescan.dev.yaml', () => {
   test('is what lib/core/schema.ts renders to', () => {
     if (committed !== crdYaml()) {
-      throw new Error('crds/widescanjob.yaml is out of date with lib/core/schema.ts: run npm run gen:crd and commit the result');
+      throw new Error('crds/widescanjobs.widescan.dev.yaml is out of date with lib/core/schema.ts: run npm run gen:crd and commit the result');
     }
     expect(committed.split('\n')[0]).toBe(CRD_HEADER);
     expect(CRD_HEADER).toBe('# Generated from lib/core/schema.ts by `npm run gen:crd`; do not edit.');

@@ -1,0 +1,200 @@
+// The operator end to end: the in-process API server, the test kubelet running the pods the operator asks
+// for as real worker processes inside the lab's scanner namespace (the "node"), the listener DaemonSet and
+// the bootstrap the chart would install, real Redis, real raw ICMPv6 in the lab. The node has no GPU, so the
+// GPU pool stays Unschedulable and the operator falls back to the CPU pool and says so. `examples/lab.yaml`
+// applied as is ends Succeeded with exactly the lab's live population in the bootstrap.
+process.env.WIDESCAN_LOG_LEVEL ??= 'warn';
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, test } from '@jest/globals';
+import * as k8s from '@kubernetes/client-node';
+import type { Redis } from 'ioredis';
+import { parse } from 'yaml';
+import { PeerStore, type Peer } from '../../bootstrap/store.js';
+import { loadJob } from '../../lib/core/job.js';
+import { createLogger } from '../../lib/log.js';
+import { createMetrics } from '../../lib/metrics.js';
+import { stopChild } from '../../lib/proc.js';
+import { connectRedis } from '../../lib/redis.js';
+import { parseOperatorConfig } from '../../operator/config.js';
+import { Controller } from '../../operator/controller.js';
+import { expectedHosts, labStatus, type LabInfo } from '../../testbed/lab.js';
+import { startApiServer, type ApiServer, type KObject } from '../apiserver/server.js';
+import { startLab, stopLab } from '../helpers/lab.js';
+import { startKubelet, type Kubelet } from '../kubelet/kubelet.js';
+
+const WSJ = '/apis/widescan.dev/v1alpha1';
+const TOKEN = 'lab-listener-token';
+
+let lab: LabInfo | undefined;
+let srv: ApiServer;
+let kubelet: Kubelet | undefined;
+let redisServer: ChildProcess;
+let redis: Redis;
+let controller: Controller | undefined;
+let dir: string;
+let socket: string;
+
+async function api(method: string, path: string, body?: unknown): Promise<{ code: number; body: KObject }> {
+  const r = await fetch(srv.url + path, { method, headers: { authorization: `Bearer ${srv.token}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  return { code: r.status, body: text ? (JSON.parse(text) as KObject) : {} };
+}
+
+async function waitFor(probe: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const labels = (component: string) => ({ 'app.kubernetes.io/name': 'widescan', 'app.kubernetes.io/component': component });
+
+beforeAll(async () => {
+  lab = await startLab();
+  dir = mkdtempSync(join(tmpdir(), 'widescan-oplab-'));
+  // Redis on a Unix socket: processes in the lab's namespace reach it through the file system, which network
+  // namespaces do not separate (TCP on the test's loopback would not be reachable from there).
+  socket = join(dir, 'redis.sock');
+  redisServer = spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction', '--dir', dir], { stdio: 'ignore' });
+  redis = connectRedis(socket);
+  await waitFor(async () => (await redis.ping().catch(() => '')) === 'PONG', 10_000, 'redis-server');
+  srv = await startApiServer({ bookmarkIntervalMs: 1000 });
+  const crd = parse(readFileSync('crds/widescanjobs.widescan.dev.yaml', 'utf8')) as KObject;
+  expect((await api('POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', crd)).code).toBe(201);
+  for (const ns of ['widescan', 'scans']) expect((await api('POST', '/api/v1/namespaces', { metadata: { name: ns } })).code).toBe(201);
+  const networkKey = readFileSync(lab.networkKeyFile, 'utf8').trim();
+  const secret = { metadata: { name: 'widescan-secrets' }, data: { networkKey: Buffer.from(networkKey).toString('base64'), listenerToken: Buffer.from(TOKEN).toString('base64') } };
+  expect((await api('POST', '/api/v1/namespaces/widescan/secrets', secret)).code).toBe(201);
+  const fromSecret = (name: string, key: string) => ({ name, valueFrom: { secretKeyRef: { name: 'widescan-secrets', key } } });
+
+  // What the chart installs beside the operator: the bootstrap and the listener DaemonSet.
+  const bootstrap = {
+    metadata: { name: 'widescan-bootstrap', labels: labels('bootstrap') },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: labels('bootstrap') },
+      template: {
+        metadata: { labels: labels('bootstrap') },
+        spec: {
+          hostNetwork: true, // the lab node's namespace, where the listener reaches it on loopback
+          containers: [{
+            name: 'bootstrap', image: 'widescan', args: ['bootstrap'],
+            env: [{ name: 'WIDESCAN_REDIS_URL', value: socket }, { name: 'PORT', value: '18080' }, fromSecret('WIDESCAN_LISTENER_TOKEN', 'listenerToken')],
+            readinessProbe: { httpGet: { path: '/readyz', port: 18080 } },
+          }],
+        },
+      },
+    },
+  };
+  expect((await api('POST', '/apis/apps/v1/namespaces/widescan/deployments', bootstrap)).code).toBe(201);
+  const listener = {
+    metadata: { name: 'widescan-listener', labels: labels('listener') },
+    spec: {
+      selector: { matchLabels: labels('listener') },
+      template: {
+        metadata: { labels: labels('listener') },
+        spec: {
+          hostNetwork: true,
+          containers: [{
+            name: 'listener', image: 'widescan', args: ['listener'],
+            env: [
+              { name: 'WIDESCAN_REDIS_URL', value: socket },
+              { name: 'WIDESCAN_BOOTSTRAP_URL', value: 'http://[::1]:18080' },
+              { name: 'WIDESCAN_METRICS_PORT', value: '9103' },
+              fromSecret('WIDESCAN_NETWORK_KEY', 'networkKey'),
+              fromSecret('WIDESCAN_LISTENER_TOKEN', 'listenerToken'),
+            ],
+            readinessProbe: { httpGet: { path: '/readyz', port: 9103 } },
+          }],
+        },
+      },
+    },
+  };
+  expect((await api('POST', '/apis/apps/v1/namespaces/widescan/daemonsets', listener)).code).toBe(201);
+
+  kubelet = await startKubelet({
+    kubeconfig: srv.kubeconfig,
+    nodes: [{ name: 'lab-node', netns: lab.namespaces.scan, labels: { 'widescan.dev/scanner': 'true' } }],
+    env: { WIDESCAN_LOG_LEVEL: 'info' },
+    maxGraceMs: 5000,
+    probePeriodMs: 1000,
+  });
+
+  const config = parseOperatorConfig(
+    `
+namespace: widescan
+image: widescan:test
+statusIntervalSeconds: 1
+fallbackAfterSeconds: 2
+workerEnv: [{ name: WIDESCAN_REDIS_URL, value: ${JSON.stringify(socket)} }]
+pools:
+  gpu: { maxReplicas: 1 }
+  cpu: { maxReplicas: 1 }
+`,
+    'test',
+  );
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(srv.kubeconfig);
+  controller = new Controller({ kubeConfig: kc, redis, config, logger: createLogger('operator'), metrics: createMetrics('operator'), networkKey, identity: 'lab-operator', informer: { resyncMs: 2000, watchdogMs: 10_000 } });
+  await controller.start();
+}, 60_000);
+
+afterAll(async () => {
+  await controller?.stop();
+  await kubelet?.stop();
+  redis?.disconnect();
+  if (redisServer) await stopChild(redisServer, 3000);
+  await srv?.close();
+  await stopLab(lab);
+  if (dir) rmSync(dir, { recursive: true, force: true });
+}, 60_000);
+
+const condition = (o: KObject, type: string) => (o.status?.conditions as KObject[] | undefined)?.find((c) => c.type === type);
+
+test('kubectl apply examples/lab.yaml → GPU pool unschedulable → CPU fallback → Succeeded with exactly the lab\'s population', async () => {
+  const before = await labStatus(lab!.name);
+  const manifest = parse(readFileSync('examples/lab.yaml', 'utf8')) as KObject;
+  expect((await api('POST', `${WSJ}/namespaces/scans/widescanjobs`, manifest)).code).toBe(201);
+  const get = async () => (await api('GET', `${WSJ}/namespaces/scans/widescanjobs/lab`)).body;
+  const dump = () => `\nstatus: ${JSON.stringify(latest?.status)}\npods: ${JSON.stringify(srv.store.list('', 'pods', 'widescan').map((p) => [p.metadata.name, p.status?.phase, p.status?.conditions]))}\nkubelet errors: ${kubelet!.errors().join('\n')}`;
+  let latest: KObject | undefined;
+
+  // The GPU pod cannot be scheduled on a node without nvidia.com/gpu; after fallbackAfterSeconds the CPU pool takes over.
+  let sawFallback = false;
+  await waitFor(async () => {
+    latest = await get();
+    if (condition(latest, 'Degraded')?.reason === 'GPUUnschedulable') sawFallback = true;
+    return latest.status?.phase === 'Succeeded' || latest.status?.phase === 'Failed';
+  }, 120_000, 'the lab job to finish').catch((err: Error) => {
+    throw new Error(err.message + dump());
+  });
+  expect(latest!.status.phase).toBe('Succeeded');
+  expect(sawFallback).toBe(true);
+  const gpuPods = srv.store.list('', 'pods', 'widescan').filter((p) => p.metadata.labels?.['widescan.dev/pool'] === 'gpu');
+  for (const p of gpuPods) expect(p.status?.conditions?.find((c: KObject) => c.type === 'PodScheduled')).toMatchObject({ status: 'False', reason: 'Unschedulable' });
+  const events = (await api('GET', '/api/v1/namespaces/scans/events')).body.items as KObject[];
+  expect(events.filter((e) => e.involvedObject.name === 'lab').map((e) => e.reason)).toEqual(expect.arrayContaining(['Started', 'GPUUnschedulable', 'Completed']));
+
+  const job = loadJob(readFileSync('examples/lab.yaml', 'utf8'));
+  expect(latest!.status.probesSent).toBe(job.space.size - job.space.plannedExcluded);
+  const expected = expectedHosts(job, lab!);
+  const store = new PeerStore(redis);
+  const peers: Peer[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await store.list({ job: 'scans/lab', limit: 1000, cursor });
+    peers.push(...page.peers);
+    cursor = page.nextCursor ?? undefined;
+  } while (cursor);
+  expect(new Set(peers.map((p) => p.address))).toEqual(expected);
+  expect(peers).toHaveLength(expected.size);
+  expect(peers.filter((p) => p.kind === 'widescan').map((p) => p.address)).toEqual([lab!.peerAddress]);
+  expect(latest!.status.peersDiscovered).toBe(expected.size);
+  const after = await labStatus(lab!.name);
+  expect(after.counters.sinkEchoRequests - before.counters.sinkEchoRequests).toBe(0); // the excluded subnet saw nothing
+}, 180_000);
