@@ -54,11 +54,10 @@ function unusable(name: PoolName, pool: PoolSettings): string | undefined {
   return undefined;
 }
 
-/** One worker per remaining shard, within [max(min, 1), max]; `min` workers when idle. */
+/** One worker per remaining shard, within [min, max] (so at least one while there is work and max > 0). */
 function replicasFor(pool: PoolSettings, demand: number): number {
   if (!pool.enabled) return 0;
-  const want = demand > 0 ? Math.max(pool.minReplicas, 1, demand) : pool.minReplicas;
-  return Math.max(0, Math.min(pool.maxReplicas, want));
+  return Math.max(0, Math.min(pool.maxReplicas, Math.max(pool.minReplicas, demand)));
 }
 
 function checkCount(value: number, what: string): void {

@@ -23,6 +23,7 @@ import { parseOperatorConfig } from '../../operator/config.js';
 import { Controller } from '../../operator/controller.js';
 import { expectedHosts, labStatus, type LabInfo } from '../../testbed/lab.js';
 import { startApiServer, type ApiServer, type KObject } from '../apiserver/server.js';
+import { eventually as waitFor } from '../helpers/cli.js';
 import { startLab, stopLab } from '../helpers/lab.js';
 import { startKubelet, type Kubelet } from '../kubelet/kubelet.js';
 
@@ -44,13 +45,6 @@ async function api(method: string, path: string, body?: unknown): Promise<{ code
   return { code: r.status, body: text ? (JSON.parse(text) as KObject) : {} };
 }
 
-async function waitFor(probe: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const labels = (component: string) => ({ 'app.kubernetes.io/name': 'widescan', 'app.kubernetes.io/component': component });
 

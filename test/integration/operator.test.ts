@@ -20,17 +20,12 @@ import { Controller } from '../../operator/controller.js';
 import { FINALIZER } from '../../operator/decisions.js';
 import { ShardWorker } from '../../worker/worker.js';
 import { startApiServer, type ApiServer, type KObject } from '../apiserver/server.js';
+import { eventually } from '../helpers/cli.js';
+
+const waitFor = (probe: () => boolean | Promise<boolean>, timeoutMs: number) => eventually(probe, timeoutMs, probe.toString().slice(0, 160));
 
 const WSJ = '/apis/widescan.dev/v1alpha1';
 
-/** Polls an async condition; the error names it. */
-async function waitFor(probe: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${probe.toString().slice(0, 160)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 const NS = 'scans';
 const crd = parse(readFileSync(new URL('../../crds/widescanjobs.widescan.dev.yaml', import.meta.url), 'utf8')) as KObject;
 
@@ -126,6 +121,16 @@ function startController(config: OperatorConfig = parseOperatorConfig(CONFIG_YAM
 }
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
+
+/** A recording worker and a started controller, both stopped after the test. */
+async function scenario() {
+  const w = recordingWorker();
+  cleanups.push(w.stop);
+  const { controller, metrics, started } = startController();
+  cleanups.push(() => controller.stop());
+  await started;
+  return { w, controller, metrics };
+}
 afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!();
 });
@@ -153,11 +158,7 @@ const redisKeysOf = (name: string) => redis.keys(`widescan:job:${NS}/${name}*`);
 
 describe('operator scenarios (in-process controller)', () => {
   test('create → Running → Succeeded: exact counts, conditions, events, finalizer; every target probed once', async () => {
-    const w = recordingWorker();
-    cleanups.push(w.stop);
-    const { controller, started } = startController();
-    cleanups.push(() => controller.stop());
-    await started;
+    const { w, metrics } = await scenario();
     await createJob('basic', { targets: [{ prefix: '2001:db8:1::/116', strategy: 'full' }], rate: { packetsPerSecond: 50_000 } });
     await waitFor(async () => (await phase('basic')) === 'Succeeded', 30_000);
     const job = await getJob('basic');
@@ -183,6 +184,11 @@ describe('operator scenarios (in-process controller)', () => {
     const gpu = (await api('GET', '/apis/apps/v1/namespaces/widescan/deployments/widescan-worker-gpu')).body;
     expect(gpu.spec.replicas).toBe(0);
     expect(gpu.spec.template.spec.hostNetwork).toBe(true);
+    const text = await metrics.registry.metrics();
+    expect(text).toMatch(/widescan_reconcile_total\{result="success",component="operator"\} [1-9]/);
+    expect(text).toMatch(/widescan_shards\{job="scans\/basic",state="completed",component="operator"\} 4/);
+    expect(text).toMatch(/widescan_job_progress_ratio\{job="scans\/basic",component="operator"\} 1/);
+    expect(text).toMatch(/widescan_reconcile_duration_seconds_count\{component="operator"\} [1-9]/);
   }, 60_000);
 
   test('invalid spec → Failed/InvalidSpec naming the field and the fix; nothing planned', async () => {
@@ -217,11 +223,7 @@ describe('operator scenarios (in-process controller)', () => {
   }, 60_000);
 
   test('delete mid-run: the finalizer stops probing and removes the job\'s Redis and BullMQ state', async () => {
-    const w = recordingWorker();
-    cleanups.push(w.stop);
-    const { controller, started } = startController();
-    cleanups.push(() => controller.stop());
-    await started;
+    const { w } = await scenario();
     await createJob('doomed', { targets: [{ prefix: '2001:db8:2::/112', strategy: 'full' }], rate: { packetsPerSecond: 5000 } });
     await waitFor(() => w.sends.length > 2000, 20_000);
     expect((await api('DELETE', `${WSJ}/namespaces/${NS}/widescanjobs/doomed`)).code).toBe(200);
@@ -238,11 +240,7 @@ describe('operator scenarios (in-process controller)', () => {
   }, 60_000);
 
   test('suspend: no probe while suspended; resume runs to completion with every target probed exactly once', async () => {
-    const w = recordingWorker();
-    cleanups.push(w.stop);
-    const { controller, started } = startController();
-    cleanups.push(() => controller.stop());
-    await started;
+    const { w } = await scenario();
     await createJob('pausing', { targets: [{ prefix: '2001:db8:3::/114', strategy: 'full' }], rate: { packetsPerSecond: 4000 } }); // 16384 targets, ~4 s
     await waitFor(() => w.sends.length > 1000, 20_000);
     const merge = 'application/merge-patch+json';
@@ -265,11 +263,7 @@ describe('operator scenarios (in-process controller)', () => {
   }, 60_000);
 
   test('targets are fixed once planned: a change is reported in a condition and ignored', async () => {
-    const w = recordingWorker();
-    cleanups.push(w.stop);
-    const { controller, started } = startController();
-    cleanups.push(() => controller.stop());
-    await started;
+    const { w } = await scenario();
     await createJob('fixed', { targets: [{ prefix: '2001:db8:4::/116', strategy: 'full' }], rate: { packetsPerSecond: 2000 } });
     await waitFor(async () => (await phase('fixed')) === 'Running', 10_000);
     const merge = 'application/merge-patch+json';
@@ -284,11 +278,7 @@ describe('operator scenarios (in-process controller)', () => {
   }, 60_000);
 
   test('status conflicts (409) are retried until the write lands', async () => {
-    const w = recordingWorker();
-    cleanups.push(w.stop);
-    const { controller, metrics, started } = startController();
-    cleanups.push(() => controller.stop());
-    await started;
+    const { metrics } = await scenario();
     const before = srv.store.conflictsInjected;
     srv.store.injectStatusConflicts(3);
     await createJob('conflicted', { targets: [{ prefix: '2001:db8:6::/120', strategy: 'full' }] });
@@ -299,11 +289,7 @@ describe('operator scenarios (in-process controller)', () => {
   }, 60_000);
 
   test('watch cut and history compacted (410 Gone): the controller relists and misses nothing', async () => {
-    const w = recordingWorker();
-    cleanups.push(w.stop);
-    const { controller, started } = startController();
-    cleanups.push(() => controller.stop());
-    await started;
+    const { controller } = await scenario();
     const relists = controller.snapshot.jobs.relists;
     srv.store.failRequests(503);
     srv.store.cutWatches({ abrupt: true });
@@ -315,11 +301,7 @@ describe('operator scenarios (in-process controller)', () => {
   }, 60_000);
 
   test('ttlSecondsAfterFinished deletes a finished job and its state', async () => {
-    const w = recordingWorker();
-    cleanups.push(w.stop);
-    const { controller, started } = startController();
-    cleanups.push(() => controller.stop());
-    await started;
+    await scenario();
     await createJob('shortlived', { targets: [{ prefix: '2001:db8:8::/120', strategy: 'full' }], ttlSecondsAfterFinished: 1 });
     await waitFor(async () => (await api('GET', `${WSJ}/namespaces/${NS}/widescanjobs/shortlived`)).code === 404, 30_000);
     expect(await redisKeysOf('shortlived')).toEqual([]);
