@@ -300,6 +300,30 @@ describe('operator scenarios (in-process controller)', () => {
     expect(controller.snapshot.jobs.relists).toBeGreaterThan(relists);
   }, 60_000);
 
+  test('a node that runs workers without a ready listener makes running jobs Degraded/ListenerNotReady', async () => {
+    const merge = 'application/merge-patch+json';
+    const pod = (name: string, component: string, extra: KObject = {}) => ({
+      metadata: { name, labels: { 'app.kubernetes.io/name': 'widescan', 'app.kubernetes.io/component': component, ...extra } },
+      spec: { nodeName: 'node-1', containers: [{ name: component, image: 'widescan' }] },
+    });
+    const running = (ready: boolean) => ({ status: { phase: 'Running', conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }] } });
+    await api('POST', '/api/v1/namespaces/widescan/pods', pod('worker-x', 'worker', { 'widescan.dev/pool': 'cpu' }));
+    await api('PATCH', '/api/v1/namespaces/widescan/pods/worker-x/status', running(true), merge);
+    await api('POST', '/api/v1/namespaces/widescan/pods', pod('listener-x', 'listener'));
+    await api('PATCH', '/api/v1/namespaces/widescan/pods/listener-x/status', running(false), merge);
+    cleanups.push(async () => {
+      for (const n of ['worker-x', 'listener-x']) await api('DELETE', `/api/v1/namespaces/widescan/pods/${n}`);
+    });
+    await scenario();
+    await createJob('deaf', { targets: [{ prefix: '2001:db8:b::/112', strategy: 'full' }], rate: { packetsPerSecond: 2000 } });
+    await waitFor(async () => condition(await getJob('deaf'), 'Degraded')?.reason === 'ListenerNotReady', 15_000);
+    expect(condition(await getJob('deaf'), 'Degraded')!.message).toMatch(/node-1/);
+    await api('PATCH', '/api/v1/namespaces/widescan/pods/listener-x/status', running(true), merge);
+    await waitFor(async () => condition(await getJob('deaf'), 'Degraded')?.status === 'False', 15_000);
+    await api('DELETE', `${WSJ}/namespaces/${NS}/widescanjobs/deaf`);
+    await waitFor(async () => (await api('GET', `${WSJ}/namespaces/${NS}/widescanjobs/deaf`)).code === 404, 20_000);
+  }, 60_000);
+
   test('ttlSecondsAfterFinished deletes a finished job and its state', async () => {
     await scenario();
     await createJob('shortlived', { targets: [{ prefix: '2001:db8:8::/120', strategy: 'full' }], ttlSecondsAfterFinished: 1 });
