@@ -126,7 +126,7 @@ spec:
     expect(r.code).toBe(1);
     expect(Date.now() - interruptedAt).toBeLessThan(8000);
     expect(r.stderr).toContain('interrupted: the job was cancelled');
-    expect(r.stderr).toContain('job cancelled; shard abandoned');
+    expect(r.stderr).toMatch(/"why":"job cancelled","msg":"shard abandoned"/);
     const after = await labStatus(lab!.name);
     await new Promise((r) => setTimeout(r, 1000));
     expect((await labStatus(lab!.name)).counters.respEchoRequests).toBe(after.counters.respEchoRequests);
