@@ -125,10 +125,12 @@ program
   .option('--no-progress', 'plain progress lines even on a terminal')
   .option('--bootstrap-port <n>', 'port of the bootstrap API and control panel on 127.0.0.1 (default: any free one)', port, 0)
   .option('--admin-token-file <file>', 'enables the control panel, signed in with the token in this file')
+  .option('--metrics-port <n>', 'serve /metrics: the planner on n, the listener on n+1, worker i on n+2+i (the bootstrap on its own port)', port, 0)
   .description('run a job on this machine: planner, workers, listener and bootstrap')
-  .action(async (file: string, o: { redis?: string; output?: string; workers: number; networkKeyFile?: string; blocklist?: string; fullLimitBits: number; progress: boolean; bootstrapPort: number; adminTokenFile?: string }) => {
+  .action(async (file: string, o: { redis?: string; output?: string; workers: number; networkKeyFile?: string; blocklist?: string; fullLimitBits: number; progress: boolean; bootstrapPort: number; adminTokenFile?: string; metricsPort: number }) => {
     // The components' JSON logs would drown the progress bar; WIDESCAN_LOG_LEVEL=info brings them back.
     process.env.WIDESCAN_LOG_LEVEL ??= 'warn';
+    if (o.metricsPort && o.metricsPort + 1 + o.workers > 65535) throw new ExitError(EXIT_INVALID, `--metrics-port ${o.metricsPort}: the workers' ports ${o.metricsPort + 2}…${o.metricsPort + 1 + o.workers} must stay below 65536`);
     if (o.output && !/\.(ndjson|csv)$/.test(o.output)) throw new ExitError(EXIT_INVALID, `--output ${o.output}: use a file name ending in .ndjson or .csv`);
     const blocklist = readBlocklist(o.blocklist);
     const job = compileFile(file, blocklist, o.fullLimitBits);
@@ -144,6 +146,7 @@ program
       lockMs: process.env.WIDESCAN_LOCK_MS ? Number(process.env.WIDESCAN_LOCK_MS) : undefined,
       bootstrapPort: o.bootstrapPort,
       adminToken: o.adminTokenFile ? readSecretFile(o.adminTokenFile) : undefined,
+      metricsPort: o.metricsPort,
     });
     // A terminal table of the first peers; the complete list is what --output is for.
     const shown = peers.slice(0, TABLE_ROWS);

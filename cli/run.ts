@@ -15,6 +15,8 @@ import { macKeyFor, networkIdOf, networkKeyBytes } from '../lib/core/keys.js';
 import type { JobStatus } from '../lib/core/status.js';
 import { loadJob, removeJob } from '../lib/jobstore.js';
 import { createLogger } from '../lib/log.js';
+import { createMetrics, recordJobStatus } from '../lib/metrics.js';
+import { serveMetrics } from '../lib/serve.js';
 import { ShardQueues } from '../lib/queue.js';
 import type { Redis } from 'ioredis';
 import { stopChild } from '../lib/proc.js';
@@ -35,6 +37,11 @@ export interface RunOptions {
   bootstrapPort: number;
   /** Enables the control panel's admin API. */
   adminToken?: string;
+  /**
+   * Serve /metrics: the planner (job gauges) on this port, the listener on +1, worker i on +2+i (0: none). The
+   * bootstrap serves its own on the bootstrap port.
+   */
+  metricsPort?: number;
 }
 
 export interface RunResult {
@@ -174,11 +181,13 @@ export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult
     });
     cleanups.push(() => bootstrap.close());
     if (o.adminToken) process.stderr.write(`control panel: ${bootstrap.url}/ (sign in with the admin token)\n`);
+    const metricsPort = (offset: number): Record<string, string> => (o.metricsPort ? { WIDESCAN_METRICS_PORT: String(o.metricsPort + offset) } : {});
     const listener = await startChild('../listener/main.js', {
       WIDESCAN_REDIS_URL: redisUrl,
       WIDESCAN_BOOTSTRAP_URL: bootstrap.url,
       WIDESCAN_LISTENER_TOKEN: token,
       WIDESCAN_NETWORK_KEY: secret,
+      ...metricsPort(1),
     }, 'listener');
     cleanups.push(() => stopChild(listener, 10_000));
 
@@ -196,20 +205,31 @@ export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult
 
     const workers: ChildProcess[] = [];
     for (let i = 0; i < o.workers; i++) {
-      const env: Record<string, string> = { WIDESCAN_REDIS_URL: redisUrl };
+      const env: Record<string, string> = { WIDESCAN_REDIS_URL: redisUrl, ...metricsPort(2 + i) };
       if (o.lockMs) env.WIDESCAN_LOCK_MS = String(o.lockMs);
       workers.push(await startChild('../worker/main.js', env, `worker ${i}`));
     }
     cleanups.push(() => Promise.all(workers.map((w) => stopChild(w, 10_000))));
 
+    const metrics = createMetrics('planner');
+    if (o.metricsPort) {
+      const server = await serveMetrics(metrics.registry, o.metricsPort, () => redis.status === 'ready');
+      cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    }
+    const tick = async () => {
+      const s = await planner.tick(job.id);
+      recordJobStatus(metrics, job.id, s);
+      for (const [state, n] of Object.entries(await queues.depth())) metrics.queueDepth.set({ state }, n);
+      return s;
+    };
     const progress = new Progress(o.progress, job.totalShards);
-    let status = await planner.tick(job.id);
+    let status = await tick();
     let lastProbes = 0;
     let lastAt = Date.now();
     let rate = 0;
     while (status.phase === 'Running' && !interrupted) {
       await new Promise((r) => setTimeout(r, 200));
-      status = await planner.tick(job.id);
+      status = await tick();
       const now = Date.now();
       rate = 0.7 * rate + (0.3 * (status.probesSent - lastProbes) * 1000) / Math.max(1, now - lastAt);
       lastProbes = status.probesSent;
@@ -227,7 +247,7 @@ export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult
       throw new Error('interrupted: the job was cancelled');
     }
     await askFlush(listener);
-    status = await planner.tick(job.id);
+    status = await tick();
     const record = await loadJob(redis, job.id);
     const sendSeconds = ((record.lastShardDoneMs ?? Date.now()) - (record.startTimeMs ?? Date.now())) / 1000;
     const peers = await allPeers(new PeerStore(redis), job.id);

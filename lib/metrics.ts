@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { JobStatus } from './core/status.js';
 
 // The metric names of DESIGN.md, defined once. Each process creates one registry with the metrics it
 // serves; sharing the definitions keeps names, help texts and labels identical everywhere.
@@ -31,3 +32,19 @@ export function createMetrics(component: string) {
   };
 }
 export type Metrics = ReturnType<typeof createMetrics>;
+
+const SHARD_STATES = ['completed', 'failed', 'active', 'pending'] as const;
+
+/** The per-job gauges (`widescan_shards`, `widescan_job_progress_ratio`) from a job's status. */
+export function recordJobStatus(m: Metrics, job: string, s: JobStatus): void {
+  const done = s.shards.completed + s.shards.failed;
+  const counts = { completed: s.shards.completed, failed: s.shards.failed, active: s.shards.active, pending: Math.max(0, s.shards.total - done - s.shards.active) };
+  for (const state of SHARD_STATES) m.shards.set({ job, state }, counts[state]);
+  m.jobProgress.set({ job }, s.shards.total === 0 ? 1 : done / s.shards.total);
+}
+
+/** Drops a job's gauges (it is gone: a stale series would look like a stalled job). */
+export function forgetJobMetrics(m: Metrics, job: string): void {
+  for (const state of SHARD_STATES) m.shards.remove({ job, state });
+  m.jobProgress.remove({ job });
+}

@@ -49,6 +49,16 @@ export class ShardQueues {
     return this.byName.get(queueNameFor(hardware))!;
   }
 
+  /** Shards by BullMQ state, summed over the queues (`widescan_queue_depth`). */
+  async depth(): Promise<Record<string, number>> {
+    const totals: Record<string, number> = {};
+    for (const q of this.all) {
+      const counts = await q.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized');
+      for (const [state, n] of Object.entries(counts)) totals[state] = (totals[state] ?? 0) + n;
+    }
+    return totals;
+  }
+
   async close(): Promise<void> {
     await Promise.all(this.all.map((q) => q.close()));
   }

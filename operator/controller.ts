@@ -14,12 +14,12 @@ import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../lib/core/schema.js
 import type { JobStatus, Phase } from '../lib/core/status.js';
 import { JobNotFoundError, loadJob, type JobRecord } from '../lib/jobstore.js';
 import type { Logger } from '../lib/log.js';
-import type { Metrics } from '../lib/metrics.js';
+import { forgetJobMetrics, recordJobStatus, type Metrics } from '../lib/metrics.js';
 import { ShardQueues } from '../lib/queue.js';
 import type { OperatorConfig } from './config.js';
 import { changedFixedFields, FINALIZER, jobConditions, nextStatus, phaseEvent, statusChanged, ttlRemainingMs, type WrittenStatus } from './decisions.js';
 import { createInformer, type Informer } from './informer.js';
-import { Planner } from './planner.js';
+import { Planner, windowFor } from './planner.js';
 import { gpuUnschedulableSince, listenerGaps, planPools, poolDeployment, readyWorkers, type Demand, type PoolName, type PoolPlan } from './pools.js';
 import { runWorkers, WorkQueue } from './workqueue.js';
 
@@ -82,6 +82,10 @@ export class Controller {
   private readonly queues: ShardQueues;
   private readonly planner: Planner;
   private readonly demand = new Map<string, JobDemand>();
+  /** When each job's status was last written. */
+  private readonly lastWrite = new Map<string, number>();
+  /** Per job, what of its metadata last triggered a reconcile (see the informer handler). */
+  private readonly seen = new Map<string, string>();
   private plan: PoolPlan = { replicas: { gpu: 0, cpu: 0 } };
   private ready: Record<PoolName, number> = { gpu: 0, cpu: 0 };
   private gaps: string[] = [];
@@ -99,7 +103,17 @@ export class Controller {
       ...common,
       path: `/apis/${GROUP}/${VERSION}/${PLURAL}`,
       list: () => this.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL }) as Promise<k8s.KubernetesListObject<WidescanJobObject>>,
-      onEvent: (_type, obj) => this.queue.add(`${obj.metadata.namespace}/${obj.metadata.name}`),
+      onEvent: (type, obj) => {
+        const key = `${obj.metadata.namespace}/${obj.metadata.name}`;
+        // Our own status writes come back as updates: re-reconciling on them would skip the status interval
+        // (measured: ~230 reconciles/s for one progressing job). Only what the user or the API server changes
+        // counts; resyncs and the requeue timer keep everything else level-triggered.
+        const seen = `${obj.metadata.uid}|${obj.metadata.generation}|${obj.metadata.deletionTimestamp}|${obj.metadata.finalizers?.join(',')}`;
+        if (type === 'update' && this.seen.get(key) === seen) return;
+        if (type === 'delete') this.seen.delete(key);
+        else this.seen.set(key, seen);
+        this.queue.add(key);
+      },
     });
     this.pods = createInformer<k8s.V1Pod>({
       ...common,
@@ -188,14 +202,24 @@ export class Controller {
       status: counts,
     });
     const status = nextStatus(previous, counts, updates, obj.metadata.generation ?? 0, new Date());
-    await this.writeStatus(obj, status);
+    // Counts move with every shard: they are written at most every statusInterval; a phase or condition
+    // change is written at once.
+    const intervalMs = this.o.config.statusIntervalSeconds * 1000;
+    const urgent = previous?.phase !== status.phase || statusChanged(previous?.conditions, status.conditions);
+    if (urgent || Date.now() - (this.lastWrite.get(key) ?? 0) >= intervalMs) {
+      if (await this.writeStatus(obj, status)) this.lastWrite.set(key, Date.now());
+    }
     const event = phaseEvent(previous?.phase, counts.phase, counts);
     if (event) await this.event(obj, event.type, event.reason, event.message);
     const degraded = status.conditions.find((c) => c.type === 'Degraded')!;
     const before = previous?.conditions?.find((c) => c.type === 'Degraded');
     if (degraded.status === 'True' && (before?.status !== 'True' || before.reason !== degraded.reason)) await this.event(obj, 'Warning', degraded.reason, degraded.message);
     if (isFinished(counts.phase)) return this.expire({ ...obj, status });
-    return { requeueAfterMs: this.o.config.statusIntervalSeconds * 1000 };
+    // Top-ups must keep pace with the workers: come back before a quarter of the window has drained at the
+    // job's rate (the window holds at least a second of sending), and at least every status interval.
+    const pps = spec.rate.packetsPerSecond;
+    const drainMs = (windowFor(this.o.config.window, record.job.spec, pps) * record.job.spec.shardSize * 1000) / pps;
+    return { requeueAfterMs: Math.min(intervalMs, drainMs / 4) };
   }
 
   /** The job's Redis record, if it is this object's (a record of an earlier object of the same name is removed). */
@@ -314,16 +338,13 @@ export class Controller {
     const before = this.demand.get(key);
     this.demand.set(key, { hardware: job.spec.hardware, remaining });
     if (!before || (before.remaining > 0) !== (remaining > 0) || before.remaining < remaining) this.queue.add(POOLS_KEY);
-    const m = this.o.metrics;
-    const pending = Math.max(0, s.shards.total - s.shards.completed - s.shards.failed - s.shards.active);
-    for (const [state, n] of [['completed', s.shards.completed], ['failed', s.shards.failed], ['active', s.shards.active], ['pending', pending]] as const) m.shards.set({ job: key, state }, n);
-    m.jobProgress.set({ job: key }, s.shards.total === 0 ? 1 : (s.shards.completed + s.shards.failed) / s.shards.total);
+    recordJobStatus(this.o.metrics, key, s);
   }
 
   private forgetJob(key: string): void {
     if (this.demand.delete(key)) this.queue.add(POOLS_KEY);
-    for (const state of ['completed', 'failed', 'active', 'pending']) this.o.metrics.shards.remove({ job: key, state });
-    this.o.metrics.jobProgress.remove({ job: key });
+    this.lastWrite.delete(key);
+    forgetJobMetrics(this.o.metrics, key);
   }
 
   private async patchJob(obj: WidescanJobObject, body: object): Promise<void> {
@@ -400,7 +421,7 @@ export class Controller {
     this.gaps = gaps;
     // Jobs' conditions name the pools: refresh every unfinished job when what they say may have changed.
     if (conditionsMove) for (const key of this.demand.keys()) this.queue.add(key);
-    await this.queueDepth();
+    for (const [state, n] of Object.entries(await this.queues.depth())) this.o.metrics.queueDepth.set({ state }, n);
     return { requeueAfterMs: POOLS_INTERVAL_MS };
   }
 
@@ -421,15 +442,6 @@ export class Controller {
     // Replace with the version read: a concurrent change makes this 409 and the pools key is retried.
     await this.apps.replaceNamespacedDeployment({ name, namespace, body: { ...desired, metadata: { ...desired.metadata, resourceVersion: current.metadata?.resourceVersion } } });
     this.o.logger.info({ deployment: name, replicas: desired.spec?.replicas }, 'worker pool updated');
-  }
-
-  private async queueDepth(): Promise<void> {
-    const totals: Record<string, number> = {};
-    for (const q of this.queues.all) {
-      const counts = await q.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized');
-      for (const [state, n] of Object.entries(counts)) totals[state] = (totals[state] ?? 0) + n;
-    }
-    for (const [state, n] of Object.entries(totals)) this.o.metrics.queueDepth.set({ state }, n);
   }
 
   /** For tests and the bench: what the controller has seen and decided. */

@@ -3,7 +3,7 @@
 // addresses costs the queue what a job of 10^5 does), move its phase, and render its status.
 
 import type { Redis } from 'ioredis';
-import type { CompiledJob } from '../lib/core/job.js';
+import type { CompiledJob, JobSpec } from '../lib/core/job.js';
 import { nextPhase, type JobStatus } from '../lib/core/status.js';
 import {
   CompiledJobCache,
@@ -21,8 +21,20 @@ import { keys, type JobCounters } from '../lib/keys.js';
 import { shardJobId, type ShardQueues } from '../lib/queue.js';
 
 export interface PlannerOptions {
-  /** Shards queued or running per job at most. */
+  /** Shards queued or running per job at most — raised for fast jobs to one second of sending (see windowFor). */
   window: number;
+}
+
+/** Above this many shards per job the window stops growing with the rate. */
+const MAX_WINDOW = 1024;
+
+/**
+ * A job's window: at least `base` shards, and enough for one second of sending at its rate cap, so that a
+ * planner topping up every quarter second never lets the workers run dry. Memory stays bounded by the rate,
+ * never by the size of the job.
+ */
+export function windowFor(base: number, spec: Pick<JobSpec, 'shardSize'>, packetsPerSecond: number): number {
+  return Math.min(MAX_WINDOW, Math.max(base, Math.ceil(packetsPerSecond / spec.shardSize)));
 }
 
 export class Planner {
@@ -52,7 +64,7 @@ export class Planner {
     const { id, tag, totalShards, spec } = record.job;
     const queue = this.queues.for(spec.hardware);
     const inFlight = record.nextShard - counters.shardsCompleted - counters.shardsFailed;
-    const room = Math.min(this.options.window - inFlight, totalShards - record.nextShard);
+    const room = Math.min(windowFor(this.options.window, spec, record.packetsPerSecond) - inFlight, totalShards - record.nextShard);
     for (let added = 0; added < room; added++) {
       const k = record.nextShard;
       // Add first, then advance: a planner that dies in between re-adds the same id, which BullMQ ignores

@@ -7,7 +7,7 @@ import { addCounters, finishShard, readCounters, removeJob } from '../../lib/job
 import { keys } from '../../lib/keys.js';
 import { ShardQueues, shardJobId } from '../../lib/queue.js';
 import { connectRedis, startEmbeddedRedis, type EmbeddedRedis } from '../../lib/redis.js';
-import { Planner } from '../../operator/planner.js';
+import { Planner, windowFor } from '../../operator/planner.js';
 
 let server: EmbeddedRedis;
 let redis: Redis;
@@ -32,7 +32,7 @@ function job(name: string, targets: JobManifest['spec']['targets'], extra: Parti
     spec: {
       targets,
       allowNonGlobal: true, // documentation space: nothing is sent here, the planner only plans
-      rate: { packetsPerSecond: 10000 },
+      rate: { packetsPerSecond: 100 }, // under one shard per second: the window is `window` (see windowFor)
       hardware: 'auto',
       shardSize: 256,
       probe: { hopLimit: 64, retries: 0, replyTimeoutSeconds: 1 },
@@ -174,6 +174,18 @@ describe('planner', () => {
     expect(await redis.keys('widescan:job:gone*')).toEqual([]);
     expect(await redis.hget(keys.tags(), j.tag.toString(16).padStart(8, '0'))).toBeNull();
     await obliterate();
+  });
+
+  test('a fast job gets a window of one second of sending (capped), so top-ups every quarter second keep up', async () => {
+    expect(windowFor(4, { shardSize: 256 }, 100)).toBe(4);
+    expect(windowFor(4, { shardSize: 256 }, 10_000)).toBe(40);
+    expect(windowFor(4, { shardSize: 16 }, 1e9)).toBe(1024);
+    const fast = job('fast', [{ prefix: '2001:db8:c::/112', strategy: 'full' }], { rate: { packetsPerSecond: 2048 } }); // 8 shards/s
+    const planner = new Planner(redis, queues, { window: 2 });
+    await planner.submit(fast, register);
+    expect(await queuedShards('fast')).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    await obliterate();
+    await removeJob(redis, 'fast', fast.tag);
   });
 
   test('refuses a window that is not a positive integer', () => {
