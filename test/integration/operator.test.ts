@@ -80,7 +80,7 @@ pools:
 `;
 
 /** A ShardWorker whose transport records destinations (hex) with the time, and sends nothing. */
-function recordingWorker(): { worker: ShardWorker; sends: { t: number; addr: string }[]; stop(): Promise<void> } {
+function recordingWorker(hardware: 'cpu' | 'gpu' = 'cpu'): { worker: ShardWorker; sends: { t: number; addr: string }[]; stop(): Promise<void> } {
   const sends: { t: number; addr: string }[] = [];
   const io = {
     setHopLimit() {},
@@ -97,7 +97,7 @@ function recordingWorker(): { worker: ShardWorker; sends: { t: number; addr: str
     io,
     logger: createLogger('worker'),
     metrics: createMetrics('worker'),
-    hardware: 'cpu',
+    hardware,
     checkpointMs: 100,
     suspendRecheckMs: 200,
   });
@@ -322,6 +322,28 @@ describe('operator scenarios (in-process controller)', () => {
     await waitFor(async () => condition(await getJob('deaf'), 'Degraded')?.status === 'False', 15_000);
     await api('DELETE', `${WSJ}/namespaces/${NS}/widescanjobs/deaf`);
     await waitFor(async () => (await api('GET', `${WSJ}/namespaces/${NS}/widescanjobs/deaf`)).code === 404, 20_000);
+  }, 60_000);
+
+  test('queues by hardware: a CPU-pool worker never takes `hardware: gpu` shards; a GPU-pool worker serves auto jobs', async () => {
+    const { controller, started } = startController();
+    cleanups.push(() => controller.stop());
+    await started;
+    const cpu = recordingWorker('cpu');
+    cleanups.push(cpu.stop);
+    await createJob('gpuonly', { targets: [{ prefix: '2001:db8:d::/120', strategy: 'full' }], hardware: 'gpu' });
+    await waitFor(async () => (await phase('gpuonly')) === 'Running', 10_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(cpu.sends).toHaveLength(0);
+    expect((await getJob('gpuonly')).status.probesSent).toBe(0);
+    await api('DELETE', `${WSJ}/namespaces/${NS}/widescanjobs/gpuonly`);
+    await waitFor(async () => (await api('GET', `${WSJ}/namespaces/${NS}/widescanjobs/gpuonly`)).code === 404, 20_000);
+    await cpu.stop();
+    cleanups.splice(cleanups.indexOf(cpu.stop), 1);
+    const gpu = recordingWorker('gpu');
+    cleanups.push(gpu.stop);
+    await createJob('autogpu', { targets: [{ prefix: '2001:db8:e::/120', strategy: 'full' }] });
+    await waitFor(async () => (await phase('autogpu')) === 'Succeeded', 20_000);
+    expect(gpu.sends).toHaveLength(256);
   }, 60_000);
 
   test('ttlSecondsAfterFinished deletes a finished job and its state', async () => {
