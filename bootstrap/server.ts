@@ -455,7 +455,8 @@ export function createBootstrapApp(opts: BootstrapAppOptions): express.Express {
           throw new HttpError(400, `peers/${i}/address: ${(err as Error).message}`);
         }
       });
-      const result = await store.upsert(canonical);
+      const { discovered, ...result } = await store.upsert(canonical);
+      for (const d of discovered) metrics.peersDiscovered.inc({ job: d.job, kind: d.kind }, d.count);
       logger.debug(result, 'peer reports stored');
       res.json(result);
     },

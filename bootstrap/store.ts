@@ -71,6 +71,8 @@ export interface UpsertResult {
   created: number;
   updated: number;
   blocked: number;
+  /** Peers new to their job, by job and reported kind (not part of the HTTP answer). */
+  discovered: { job: string; kind: PeerKind; count: number }[];
 }
 
 export interface PeerQuery {
@@ -119,6 +121,8 @@ local seq = tonumber(redis.call('GET', KEYS[4]) or '0')
 local seqChanged = false
 local kindKey = { host = KEYS[2], widescan = KEYS[3] }
 local created, updated, blocked = 0, 0, 0
+-- (job, kind) of each peer new to its job, for widescan_peers_discovered_total
+local discovered = {}
 local n = #ARGV / ${ARGS_PER_REPORT}
 for i = 0, n - 1 do
   local a = i * ${ARGS_PER_REPORT}
@@ -159,6 +163,8 @@ for i = 0, n - 1 do
     end
     if redis.call('ZADD', jobKey, 'NX', score, addr) == 1 then
       redis.call('HINCRBY', counterKey, 'peersDiscovered', 1)
+      discovered[#discovered + 1] = job
+      discovered[#discovered + 1] = kind
     end
     if kind == 'widescan' and redis.call('HSETNX', peerKey, 'ws:' .. job, '1') == 1 then
       redis.call('HINCRBY', counterKey, 'widescanPeers', 1)
@@ -166,7 +172,9 @@ for i = 0, n - 1 do
   end
 end
 if seqChanged then redis.call('SET', KEYS[4], string.format('%.0f', seq)) end
-return { n, created, updated, blocked }
+local out = { n, created, updated, blocked }
+for _, v in ipairs(discovered) do out[#out + 1] = v end
+return out
 `;
 
 // Rows of peers, as LIST_LUA and SAMPLE_LUA return them: address, kind, job, rtt, score, last, port, id
@@ -391,15 +399,23 @@ export class PeerStore {
   /** Stores a batch atomically (one Lua script); the reports must already be validated and canonical. */
   async upsert(peers: PeerReport[]): Promise<UpsertResult> {
     const fixed = [keys.peersAll(), keys.peersByKind('host'), keys.peersByKind('widescan'), keys.peersSeq(), keys.peersBlocked()];
-    if (peers.length === 0) return { received: 0, created: 0, updated: 0, blocked: 0 };
+    if (peers.length === 0) return { received: 0, created: 0, updated: 0, blocked: 0, discovered: [] };
     const keyNames = fixed.slice();
     const args: string[] = [];
     for (const p of peers) {
       keyNames.push(keys.peer(p.address), keys.peersByJob(p.job), keys.counters(p.job));
       args.push(p.address, p.kind, p.job, p.rttMs === undefined ? '' : String(p.rttMs), p.seenAt === undefined ? '' : String(Math.floor(p.seenAt)));
     }
-    const [received, created, updated, blocked] = (await runScript(this.redis, upsertScript, keyNames, args)) as number[];
-    return { received: Number(received), created: Number(created), updated: Number(updated), blocked: Number(blocked) };
+    const [received, created, updated, blocked, ...pairs] = (await runScript(this.redis, upsertScript, keyNames, args)) as (number | string)[];
+    const counts = new Map<string, { job: string; kind: PeerKind; count: number }>();
+    for (let i = 0; i + 1 < pairs.length; i += 2) {
+      const job = String(pairs[i]);
+      const kind = String(pairs[i + 1]) as PeerKind;
+      const entry = counts.get(`${job}\0${kind}`) ?? { job, kind, count: 0 };
+      entry.count++;
+      counts.set(`${job}\0${kind}`, entry);
+    }
+    return { received: Number(received), created: Number(created), updated: Number(updated), blocked: Number(blocked), discovered: [...counts.values()] };
   }
 
   /**

@@ -431,7 +431,9 @@ describe('service endpoints', () => {
   });
 
   test('/metrics counts requests by route pattern and refreshes the peer gauge', async () => {
-    await postOk([...hosts(3, 'j'), { address: addr(50), kind: 'widescan', job: 'j' }]);
+    // Its own job name: the app (and its counters) outlives the per-test Redis flush.
+    await postOk([...hosts(3, 'mj'), { address: addr(50), kind: 'widescan', job: 'mj' }]);
+    await postOk([...hosts(3, 'mj')]); // a repost discovers nothing new
     await request('GET', '/no/such/path-123');
     await request('GET', '/api/v1/peers?limit=0');
     const r = await request('GET', '/metrics');
@@ -445,6 +447,8 @@ describe('service endpoints', () => {
     expect(text).not.toContain('path-123');
     expect(text).toMatch(/widescan_bootstrap_peers\{kind="host",component="bootstrap"\} 3\n/);
     expect(text).toMatch(/widescan_bootstrap_peers\{kind="widescan",component="bootstrap"\} 1\n/);
+    expect(text).toMatch(/widescan_peers_discovered_total\{job="mj",kind="host",component="bootstrap"\} 3\n/);
+    expect(text).toMatch(/widescan_peers_discovered_total\{job="mj",kind="widescan",component="bootstrap"\} 1\n/);
   });
 
   test('an internal error is a JSON 500 without details', async () => {
