@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { JobStatus } from './core/status.js';
+import type { JobStatus, Phase } from './core/status.js';
 
 // The metric names of DESIGN.md, defined once. Each process creates one registry with the metrics it
 // serves; sharing the definitions keeps names, help texts and labels identical everywhere.
@@ -22,6 +22,7 @@ export function createMetrics(component: string) {
     peersDiscovered: new Counter({ name: 'widescan_peers_discovered_total', help: 'New peers reported', labelNames: ['job', 'kind'], registers: r }),
     shards: new Gauge({ name: 'widescan_shards', help: 'Shards per job by state', labelNames: ['job', 'state'], registers: r }),
     queueDepth: new Gauge({ name: 'widescan_queue_depth', help: 'Shard queue depth by state', labelNames: ['state'], registers: r }),
+    jobPhase: new Gauge({ name: 'widescan_job_phase', help: 'A job\'s phase: 1 for the current one, 0 for the others', labelNames: ['job', 'phase'], registers: r }),
     jobProgress: new Gauge({ name: 'widescan_job_progress_ratio', help: 'Fraction of a job\'s shards completed', labelNames: ['job'], registers: r }),
     reconcile: new Counter({ name: 'widescan_reconcile_total', help: 'Reconciles by result', labelNames: ['result'], registers: r }),
     reconcileSeconds: new Histogram({ name: 'widescan_reconcile_duration_seconds', help: 'Reconcile duration', registers: r }),
@@ -34,6 +35,7 @@ export function createMetrics(component: string) {
 export type Metrics = ReturnType<typeof createMetrics>;
 
 const SHARD_STATES = ['completed', 'failed', 'active', 'pending'] as const;
+const PHASES: readonly Phase[] = ['Pending', 'Running', 'Succeeded', 'Failed', 'Suspended'];
 
 /** The per-job gauges (`widescan_shards`, `widescan_job_progress_ratio`) from a job's status. */
 export function recordJobStatus(m: Metrics, job: string, s: JobStatus): void {
@@ -41,10 +43,12 @@ export function recordJobStatus(m: Metrics, job: string, s: JobStatus): void {
   const counts = { completed: s.shards.completed, failed: s.shards.failed, active: s.shards.active, pending: Math.max(0, s.shards.total - done - s.shards.active) };
   for (const state of SHARD_STATES) m.shards.set({ job, state }, counts[state]);
   m.jobProgress.set({ job }, s.shards.total === 0 ? 1 : done / s.shards.total);
+  for (const phase of PHASES) m.jobPhase.set({ job, phase }, phase === s.phase ? 1 : 0);
 }
 
 /** Drops a job's gauges (it is gone: a stale series would look like a stalled job). */
 export function forgetJobMetrics(m: Metrics, job: string): void {
   for (const state of SHARD_STATES) m.shards.remove({ job, state });
   m.jobProgress.remove({ job });
+  for (const phase of PHASES) m.jobPhase.remove({ job, phase });
 }

@@ -99,13 +99,16 @@ function testRules(scenarios: Scenario[]): { status: number | null; out: string 
 
 const SCENARIOS: Scenario[] = [
   {
-    name: 'a job without progress and without probes stalls; slow, moving and finished jobs do not',
+    name: 'a job without progress and without probes stalls; slow, moving, finished and suspended jobs do not',
     series: {
       'widescan_job_progress_ratio{job="ns/stuck"}': '0.25x60',
       'widescan_job_progress_ratio{job="ns/slow"}': '0.5x60',
       'widescan_probes_sent_total{job="ns/slow",backend="cpu"}': '0+100x60',
       'widescan_job_progress_ratio{job="ns/moving"}': '0+0.01x60',
       'widescan_job_progress_ratio{job="ns/done"}': '1x60',
+      'widescan_job_progress_ratio{job="ns/paused"}': '0.25x60',
+      'widescan_job_phase{job="ns/paused",phase="Suspended"}': '1x60',
+      'widescan_job_phase{job="ns/stuck",phase="Suspended"}': '0x60',
     },
     expect: [
       { at: '10m', alert: 'WidescanJobStalled', firing: [] },
