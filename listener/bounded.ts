@@ -8,28 +8,32 @@
  * full set cost O(capacity) per add (measured: the listener at 93 % CPU for 50 000 replies/s).
  */
 export class BoundedSet {
-  private readonly entries = new Map<string, { slot: number; expiresAt: number }>();
+  /** Key → its slot; the slot's expiry is in `expiries` (no object per entry: a reply flood adds ~10^5/s). */
+  private readonly entries = new Map<string, number>();
   private readonly slots: Array<string | undefined>;
+  private readonly expiries: Float64Array;
   private next = 0;
 
   constructor(private readonly capacity: number) {
     if (!Number.isSafeInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
     this.slots = new Array<string | undefined>(capacity);
+    this.expiries = new Float64Array(capacity);
   }
 
   /** Adds `key`; false when it is present and not expired. `expiresAt`: ms timestamp (default never). */
   add(key: string, expiresAt = Infinity, now = Date.now()): boolean {
     const existing = this.entries.get(key);
     if (existing !== undefined) {
-      if (existing.expiresAt > now) return false;
-      this.slots[existing.slot] = undefined; // expired: it re-enters as the newest
+      if (this.expiries[existing]! > now) return false;
+      this.slots[existing] = undefined; // expired: it re-enters as the newest
     }
     const slot = this.next;
     this.next = (slot + 1) % this.capacity;
     const evicted = this.slots[slot];
     if (evicted !== undefined) this.entries.delete(evicted);
     this.slots[slot] = key;
-    this.entries.set(key, { slot, expiresAt });
+    this.expiries[slot] = expiresAt;
+    this.entries.set(key, slot);
     return true;
   }
 
