@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
+import { parse as parseYaml } from 'yaml';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- Kubernetes objects are schemaless JSON here */
 export type KObject = Record<string, any>;
@@ -824,17 +825,31 @@ export class Store {
 
   patch(rt: ResourceType, version: string, ns: string, name: string, contentType: string, patchBody: unknown, sub?: string, fieldValidation = ''): KObject {
     const old = this.bucket(rt).get(objKey(rt.namespaced ? ns : '', name));
+    const apply = contentType === 'application/apply-patch+yaml';
+    if (apply) {
+      // Minimal server-side apply: create, or merge the applied configuration into the object. Not modelled:
+      // field managers and ownership (fieldManager and force are ignored, nothing is ever a conflict), and
+      // removal of fields an earlier apply set but this one leaves out.
+      if (!isObj(patchBody)) throw new ApiError(400, 'BadRequest', 'apply patch body must be an object');
+      if (patchBody.metadata !== undefined && !isObj(patchBody.metadata)) throw new ApiError(400, 'BadRequest', 'metadata must be an object');
+      if (patchBody.metadata?.name !== undefined && patchBody.metadata.name !== name)
+        throw new ApiError(400, 'BadRequest', `the name of the object (${patchBody.metadata.name}) does not match the name on the URL (${name})`);
+      if (!old) {
+        if (sub !== undefined) throw notFound(rt, name);
+        return this.create(rt, version, ns, { ...patchBody, metadata: { ...patchBody.metadata, name } }, fieldValidation);
+      }
+    }
     if (!old) throw notFound(rt, name);
     const base = this.view(rt, version, old);
     let next: any;
-    if (contentType === 'application/merge-patch+json') next = mergePatch(base, patchBody);
+    if (contentType === 'application/merge-patch+json' || apply) next = mergePatch(base, patchBody);
     else if (contentType === 'application/json-patch+json') next = jsonPatch(base, patchBody);
     else if (contentType === 'application/strategic-merge-patch+json') {
       if (rt.custom) throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml`);
       // Simplification: built-in types take strategic merge patches as JSON merge patches (no list merge keys).
       next = mergePatch(base, patchBody);
     } else
-      throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json${rt.custom ? '' : ', application/strategic-merge-patch+json'}`);
+      throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml${rt.custom ? '' : ', application/strategic-merge-patch+json'}`);
     if (!isObj(next)) throw new ApiError(422, 'Invalid', 'patched object must be a JSON object');
     return this.update(rt, version, ns, name, next, sub, true, fieldValidation);
   }
@@ -1155,7 +1170,7 @@ export class Store {
       const schemaName = `${group ? group.split('.').reverse().join('.') : 'io.k8s.api.core'}.${version}.${rt.kind}`;
       schemas[schemaName] = { ...(rt.custom?.schemas.get(version) ?? { type: 'object', 'x-kubernetes-preserve-unknown-fields': true }), 'x-kubernetes-group-version-kind': [gvk] };
       const ref = { $ref: `#/components/schemas/${schemaName}` };
-      const types = ['application/json-patch+json', 'application/merge-patch+json', ...(rt.custom ? [] : ['application/strategic-merge-patch+json'])];
+      const types = ['application/json-patch+json', 'application/merge-patch+json', APPLY_PATCH, ...(rt.custom ? [] : ['application/strategic-merge-patch+json'])];
       const base = `/${gvPath}${rt.namespaced ? '/namespaces/{namespace}' : ''}/${rt.plural}/{name}`;
       paths[base] = {
         get: { 'x-kubernetes-group-version-kind': gvk, responses: { '200': { content: { 'application/json': { schema: ref } } } } },
@@ -1203,6 +1218,7 @@ export class Store {
 
 // ---------- HTTP ----------
 
+const APPLY_PATCH = 'application/apply-patch+yaml';
 const MAX_BODY = 3 * 1024 * 1024; // the real server's request size limit
 
 async function readBody(req: IncomingMessage): Promise<unknown> {
@@ -1214,13 +1230,116 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
     if (size <= MAX_BODY) chunks.push(c as Buffer);
   }
   if (size > MAX_BODY) throw new ApiError(413, 'RequestEntityTooLarge', `request body exceeds ${MAX_BODY} bytes`);
-  const text = Buffer.concat(chunks).toString('utf8');
+  const raw = Buffer.concat(chunks);
+  if ((req.headers['content-type'] ?? '').startsWith('application/vnd.kubernetes.protobuf')) return decodeProtobuf(raw);
+  const text = raw.toString('utf8');
   if (!text.trim()) return undefined;
   try {
-    return JSON.parse(text);
+    // Server-side apply bodies are YAML (of which JSON is a subset).
+    return (req.headers['content-type'] ?? '').startsWith(APPLY_PATCH) ? parseYaml(text) : JSON.parse(text);
   } catch (e) {
     throw new ApiError(400, 'BadRequest', `error decoding request body: ${(e as Error).message}`);
   }
+}
+
+// ---------- protobuf ----------
+
+// client-go's typed clientsets send built-in objects as protobuf and do not fall back to JSON on 415 (only
+// CBOR does). Helm stores its release record that way, so the kinds it writes are decoded: Secret and
+// ConfigMap. Field numbers are those of k8s.io/api/core/v1 and apimachinery's generated.proto.
+type PbField = { no: number; wire: number; int: bigint; bytes: Buffer };
+
+function pbFields(buf: Buffer): PbField[] {
+  const out: PbField[] = [];
+  let i = 0;
+  const varint = (): bigint => {
+    let v = 0n;
+    for (let shift = 0n; ; shift += 7n) {
+      if (i >= buf.length || shift > 63n) throw new ApiError(400, 'BadRequest', 'error decoding protobuf body: truncated varint');
+      const b = buf[i++]!;
+      v |= BigInt(b & 0x7f) << shift;
+      if (!(b & 0x80)) return v;
+    }
+  };
+  while (i < buf.length) {
+    const key = Number(varint());
+    const f: PbField = { no: key >>> 3, wire: key & 7, int: 0n, bytes: Buffer.alloc(0) };
+    if (f.wire === 0) f.int = varint();
+    else if (f.wire === 2) {
+      const len = Number(varint());
+      if (i + len > buf.length) throw new ApiError(400, 'BadRequest', 'error decoding protobuf body: truncated field');
+      f.bytes = buf.subarray(i, (i += len));
+    } else if (f.wire === 1) i += 8;
+    else if (f.wire === 5) i += 4;
+    else throw new ApiError(400, 'BadRequest', `error decoding protobuf body: unsupported wire type ${f.wire}`);
+    out.push(f);
+  }
+  return out;
+}
+
+function pbMap(fields: PbField[], no: number, value: (b: Buffer) => string): Record<string, string> | undefined {
+  const entries = fields.filter((f) => f.no === no).map((f) => {
+    const kv = pbFields(f.bytes);
+    return [kv.find((x) => x.no === 1)?.bytes.toString('utf8') ?? '', value(kv.find((x) => x.no === 2)?.bytes ?? Buffer.alloc(0))];
+  });
+  return entries.length ? Object.fromEntries(entries) : undefined;
+}
+
+function pbObjectMeta(buf: Buffer): KObject {
+  const f = pbFields(buf);
+  const str = (no: number): string | undefined => f.find((x) => x.no === no)?.bytes.toString('utf8');
+  const utf8 = (b: Buffer): string => b.toString('utf8');
+  const md: KObject = {};
+  for (const [no, k] of [[1, 'name'], [2, 'generateName'], [3, 'namespace'], [5, 'uid'], [6, 'resourceVersion']] as const) {
+    const v = str(no);
+    if (v) md[k] = v;
+  }
+  const labels = pbMap(f, 11, utf8);
+  const annotations = pbMap(f, 12, utf8);
+  if (labels) md.labels = labels;
+  if (annotations) md.annotations = annotations;
+  const refs = f.filter((x) => x.no === 13).map((x) => {
+    const r = pbFields(x.bytes);
+    const s = (no: number): string | undefined => r.find((y) => y.no === no)?.bytes.toString('utf8');
+    const b = (no: number): boolean | undefined => (r.some((y) => y.no === no) ? r.find((y) => y.no === no)!.int !== 0n : undefined);
+    return { apiVersion: s(5), kind: s(1), name: s(3), uid: s(4), controller: b(6), blockOwnerDeletion: b(7) };
+  });
+  if (refs.length) md.ownerReferences = refs;
+  const finalizers = f.filter((x) => x.no === 14).map((x) => x.bytes.toString('utf8'));
+  if (finalizers.length) md.finalizers = finalizers;
+  return md;
+}
+
+/** A `k8s\0`-enveloped runtime.Unknown holding a v1 Secret or ConfigMap, as JSON; other kinds get 415. */
+export function decodeProtobuf(raw: Buffer): KObject {
+  const unsupported = (what: string): ApiError =>
+    new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format (${what}) - accepted media types include: application/json, and protobuf for v1 Secret and ConfigMap`);
+  if (raw.length < 4 || raw.subarray(0, 4).toString('latin1') !== 'k8s\0') throw unsupported('no k8s protobuf envelope');
+  const unknown = pbFields(raw.subarray(4));
+  const tm = pbFields(unknown.find((f) => f.no === 1)?.bytes ?? Buffer.alloc(0));
+  const apiVersion = tm.find((f) => f.no === 1)?.bytes.toString('utf8') ?? '';
+  const kind = tm.find((f) => f.no === 2)?.bytes.toString('utf8') ?? '';
+  const body = pbFields(unknown.find((f) => f.no === 2)?.bytes ?? Buffer.alloc(0));
+  if (apiVersion !== 'v1' || (kind !== 'Secret' && kind !== 'ConfigMap')) throw unsupported(`protobuf ${apiVersion} ${kind}`);
+  const o: KObject = { apiVersion, kind, metadata: pbObjectMeta(body.find((f) => f.no === 1)?.bytes ?? Buffer.alloc(0)) };
+  const b64 = (b: Buffer): string => b.toString('base64');
+  const utf8 = (b: Buffer): string => b.toString('utf8');
+  const immutable = body.find((f) => f.no === (kind === 'Secret' ? 5 : 4));
+  if (kind === 'Secret') {
+    const data = pbMap(body, 2, b64);
+    const stringData = pbMap(body, 4, utf8);
+    const type = body.find((f) => f.no === 3)?.bytes.toString('utf8');
+    if (data) o.data = data;
+    if (stringData) o.stringData = stringData;
+    if (type) o.type = type;
+  } else {
+    const data = pbMap(body, 2, utf8);
+    const binaryData = pbMap(body, 3, b64);
+    if (data) o.data = data;
+    if (binaryData) o.binaryData = binaryData;
+  }
+  if (immutable) o.immutable = immutable.int !== 0n;
+  return o;
 }
 
 function sendJson(res: ServerResponse, code: number, body: unknown): void {

@@ -10,13 +10,26 @@
 //
 // The container image contract: every container runs `node dist/cli/entrypoint.js`, whose first argument
 // (the container's command, then args) picks the component; the container `image` is ignored. Not
-// modelled: volumes, init containers, exec probes (an exec readinessProbe counts as passing), Services,
-// per-pod network namespaces (pods that are not hostNetwork share the host's network, so two replicas
-// listening on one fixed port collide), Events, ReplicaSets (pods are owned by the Deployment directly).
+// modelled: init containers, exec probes (an exec readinessProbe counts as passing), per-pod network
+// namespaces (pods that are not hostNetwork share the host's network, so two replicas listening on one fixed
+// port collide), Events, ReplicaSets (pods are owned by the Deployment directly), StatefulSets.
+//
+// Volumes: configMap and secret volumes are written into a per-pod directory, and since the processes share
+// the host's file system, every env value, command and argument that names a path under such a mountPath is
+// rewritten to that directory. emptyDir and other volumes are not materialized (an emptyDir's mountPath,
+// e.g. /tmp, is left as the host's).
+//
+// Services, for nodes with a network namespace (the stand-in for cluster DNS and kube-proxy): the node's
+// hostNetwork pods resolve `<svc>.<ns>.svc[.cluster.local]` to ::1 through /etc/netns/<netns>/hosts (which
+// `ip netns exec` mounts over /etc/hosts), where a relay inside the namespace listens on the Service port and
+// forwards each connection, over a Unix socket, to a ready endpoint pod on the host network. Services are told
+// apart by port alone, so two with one port collide (the relay's error shows in errors()).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { constants } from 'node:os';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { constants, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import { netnsExecArgs } from '../../testbed/lab.js';
@@ -124,6 +137,18 @@ export function expandEnvRefs(text: string, env: Record<string, string>): string
   return text.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)/g, (all, name: string | undefined) =>
     name === undefined ? '$' : Object.prototype.hasOwnProperty.call(env, name) ? env[name]! : all,
   );
+}
+
+/**
+ * Rewrites a path under one of `mounts` (mountPath → host directory) to the host directory; the longest
+ * mountPath wins. Anything else comes back unchanged.
+ */
+export function remapPath(text: string, mounts: Map<string, string>): string {
+  let best: string | undefined;
+  for (const m of mounts.keys()) {
+    if ((text === m || text.startsWith(m.endsWith('/') ? m : `${m}/`)) && (best === undefined || m.length > best.length)) best = m;
+  }
+  return best === undefined ? text : mounts.get(best)! + text.slice(best.length);
 }
 
 /** The scheduler's FailedScheduling message, e.g. "0/2 nodes are available: 2 Insufficient nvidia.com/gpu." */
@@ -249,6 +274,15 @@ class LogRing {
   }
 }
 
+/** Removes an empty directory; a non-empty or missing one stays as it is. */
+function rmdirSyncQuiet(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    // in use by someone else, or gone already
+  }
+}
+
 /** Signals a process group (every container is its own group, so its children go too). */
 function signalGroup(pid: number, signal: NodeJS.Signals): void {
   try {
@@ -293,6 +327,32 @@ function run(r) {
     s.on('connect', () => { s.destroy(); done(true, 'connected'); });
     s.on('error', (e) => done(false, e.message));
   }
+}`;
+
+// The Service relay inside a node's network namespace: told `{ip, port, sock}` lines on stdin, it listens on
+// ip:port and pipes every connection to the Unix socket `sock`, where the kubelet picks an endpoint.
+const RELAY_SCRIPT = `
+const net = require('node:net');
+const listening = new Set();
+let buf = '';
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (d) => {
+  buf += d;
+  let i;
+  while ((i = buf.indexOf('\\n')) >= 0) { const line = buf.slice(0, i); buf = buf.slice(i + 1); listen(JSON.parse(line)); }
+});
+process.stdin.on('end', () => process.exit(0));
+function listen(r) {
+  const key = r.ip + ' ' + r.port;
+  if (listening.has(key)) return;
+  listening.add(key);
+  net.createServer((conn) => {
+    const up = net.connect(r.sock);
+    conn.pipe(up).on('error', () => conn.destroy());
+    up.pipe(conn).on('error', () => up.destroy());
+    conn.on('error', () => up.destroy());
+    up.on('error', () => conn.destroy());
+  }).on('error', (e) => process.stderr.write(key + ': ' + e.message + '\\n')).listen(r.port, r.ip);
 }`;
 
 interface ProbeRequest {
@@ -484,6 +544,15 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
   const recreating = new Map<string, Set<string>>();
   const lastWritten = new Map<string, string>();
   const errorLog: string[] = [];
+  /** Pods' volumes, Service sockets. */
+  const workDir = mkdtempSync(join(tmpdir(), 'kubelet-'));
+  const podsDir = join(workDir, 'pods');
+  /** Per network namespace: its relay process and the hosts file this kubelet made (`created`: remove it at stop). */
+  const netnsState = new Map<string, { relay?: ChildProcess; hostsFile: string; base: string; written?: string; createdDir?: string }>();
+  /** `ns/name/port` → the host side of a Service port: its Unix socket server and its current endpoints. */
+  const servicePorts = new Map<string, { server: Server; sock: string; ip: string; port: number; endpoints: { host: string; port: number }[]; next: number }>();
+  /** Open relayed connections, ended by stop(). */
+  const relayed = new Set<Socket>();
   let writes = 0;
   let stopped = false;
   let stopping: Promise<void> | undefined;
@@ -560,7 +629,86 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       daemonEndpoints: { kubeletEndpoint: { Port: 0 } },
     };
     await core.patchNodeStatus({ name: n.name, body: { status } }, mergePatch);
+    if (n.netns && !netnsState.has(n.netns)) {
+      // Must exist before any pod starts there: `ip netns exec` bind-mounts it over /etc/hosts at exec time.
+      const dir = `/etc/netns/${n.netns}`;
+      // The first directory made (/etc/netns itself if it was missing): what stop() removes.
+      const createdDir = mkdirSync(dir, { recursive: true });
+      const hostsFile = join(dir, 'hosts');
+      const base = existsSync(hostsFile) ? readFileSync(hostsFile, 'utf8') : readFileSync('/etc/hosts', 'utf8');
+      writeFileSync(hostsFile, base);
+      netnsState.set(n.netns, { hostsFile, base, createdDir });
+    }
     nodeSpecs.set(n.name, n);
+  }
+
+  // ----- services -----
+
+  /** Brings relays, endpoints and hosts files of the netns nodes up to date with the Services. */
+  function serviceSync(services: k8s.V1Service[], pods: k8s.V1Pod[]): void {
+    if (netnsState.size === 0) return;
+    const hostNames: string[] = [];
+    for (const svc of services) {
+      const ns = svc.metadata!.namespace!;
+      const name = svc.metadata!.name!;
+      if (svc.spec?.clusterIP === 'None' || !svc.spec?.selector) continue;
+      // ::1, not a 127/8 address per Service: getaddrinfo's AI_ADDRCONFIG (Node's default) drops IPv4 answers in
+      // a namespace whose only IPv4 address is loopback. Services so share one address, told apart by port.
+      const ip = '::1';
+      hostNames.push(`${ip} ${name}.${ns}.svc.cluster.local ${name}.${ns}.svc ${name}.${ns}`);
+      const backends = pods.filter(
+        (p) => p.metadata?.namespace === ns && !p.metadata.deletionTimestamp && isReady(p) && labelsMatch(svc.spec!.selector, p.metadata.labels) &&
+          // Only endpoints on the host network are reachable from the host side of the relay.
+          !(p.spec?.hostNetwork && nodeSpecs.get(p.spec.nodeName ?? '')?.netns),
+      );
+      for (const sp of svc.spec.ports ?? []) {
+        const key = `${ns}/${name}/${sp.port}`;
+        const target = sp.targetPort ?? sp.port;
+        const endpoints = backends.flatMap((p) => {
+          const port = typeof target === 'number' || /^\d+$/.test(String(target))
+            ? Number(target)
+            : p.spec?.containers.flatMap((c) => c.ports ?? []).find((cp) => cp.name === target)?.containerPort;
+          return port ? [{ host: p.status?.podIP ?? '::1', port }] : [];
+        });
+        let entry = servicePorts.get(key);
+        if (!entry) {
+          const sock = join(workDir, `svc-${createHash('sha256').update(key).digest('hex').slice(0, 12)}.sock`);
+          const e = { sock, ip, port: sp.port, endpoints, next: 0, server: undefined as unknown as Server };
+          e.server = createServer((conn) => {
+            const ep = e.endpoints[e.next++ % Math.max(1, e.endpoints.length)];
+            if (!ep) return void conn.destroy(); // no ready endpoint: the connection is refused, as by kube-proxy
+            const up = createConnection({ host: ep.host, port: ep.port });
+            relayed.add(conn);
+            conn.on('close', () => relayed.delete(conn));
+            conn.pipe(up).on('error', () => conn.destroy());
+            up.pipe(conn).on('error', () => up.destroy());
+            conn.on('error', () => up.destroy());
+            up.on('error', () => conn.destroy());
+          }).listen(sock);
+          servicePorts.set(key, (entry = e));
+        }
+        entry.endpoints = endpoints;
+        for (const [netns, st] of netnsState) {
+          if (!st.relay || st.relay.exitCode !== null) {
+            const [cmd, ...args] = netnsExecArgs(netns, [process.execPath, '-e', RELAY_SCRIPT]);
+            const relay = spawn(cmd!, args, { stdio: ['pipe', 'ignore', 'pipe'], detached: true, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+            relay.stdin!.on('error', () => undefined);
+            relay.stderr!.on('data', (b: Buffer) => record(`service relay in ${netns}`, new Error(b.toString('utf8').trim())));
+            if (relay.pid) groups.add(relay.pid);
+            st.relay = relay;
+            // A new relay knows nothing yet: every port is sent to it again below.
+            for (const other of servicePorts.values()) relay.stdin!.write(JSON.stringify({ ip: other.ip, port: other.port, sock: other.sock }) + '\n');
+          } else st.relay.stdin!.write(JSON.stringify({ ip: entry.ip, port: entry.port, sock: entry.sock }) + '\n');
+        }
+      }
+    }
+    const hosts = hostNames.sort().join('\n');
+    for (const st of netnsState.values()) {
+      if (st.written === hosts) continue;
+      // Rewritten in place: the file is bind-mounted into running processes, which then see the new names.
+      writeFileSync(st.hostsFile, `${st.base.trimEnd()}\n# Services (widescan test kubelet)\n${hosts}\n`);
+      st.written = hosts;
+    }
   }
 
   // ----- environment -----
@@ -662,6 +810,54 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     return env;
   }
 
+  // ----- volumes -----
+
+  /** Writes the container's configMap and secret volumes under the pod's directory: mountPath → host path. */
+  async function mountVolumes(rt: PodRuntime, c: k8s.V1Container): Promise<Map<string, string>> {
+    const mounts = new Map<string, string>();
+    const volumes = new Map((rt.pod.spec?.volumes ?? []).map((v) => [v.name, v]));
+    for (const m of c.volumeMounts ?? []) {
+      const v = volumes.get(m.name);
+      if (!v) throw new Error(`volumeMount ${m.name}: the pod has no volume of that name`);
+      let files: Record<string, Buffer> | undefined;
+      let items: k8s.V1KeyToPath[] | undefined;
+      let mode: number | undefined;
+      if (v.configMap) {
+        const cm = await core.readNamespacedConfigMap({ name: v.configMap.name!, namespace: rt.namespace }).catch((e: unknown) => {
+          if (apiError(e).code === 404 && v.configMap!.optional) return undefined;
+          throw new Error(`volume ${v.name}: configmap "${v.configMap!.name}": ${apiError(e).message}`);
+        });
+        files = {
+          ...Object.fromEntries(Object.entries(cm?.binaryData ?? {}).map(([k, b]) => [k, Buffer.from(b, 'base64')])),
+          ...Object.fromEntries(Object.entries(cm?.data ?? {}).map(([k, t]) => [k, Buffer.from(t, 'utf8')])),
+        };
+        [items, mode] = [v.configMap.items, v.configMap.defaultMode];
+      } else if (v.secret) {
+        const sec = await core.readNamespacedSecret({ name: v.secret.secretName!, namespace: rt.namespace }).catch((e: unknown) => {
+          if (apiError(e).code === 404 && v.secret!.optional) return undefined;
+          throw new Error(`volume ${v.name}: secret "${v.secret!.secretName}": ${apiError(e).message}`);
+        });
+        files = Object.fromEntries(Object.entries(sec?.data ?? {}).map(([k, b]) => [k, Buffer.from(b, 'base64')]));
+        [items, mode] = [v.secret.items, v.secret.defaultMode];
+      }
+      if (!files) continue; // emptyDir and the like: the host's own path stands in
+      const dir = join(podsDir, rt.uid, v.name);
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { recursive: true });
+      for (const it of items ?? Object.keys(files).map((key): k8s.V1KeyToPath => ({ key, path: key }))) {
+        const data = files[it.key];
+        if (data === undefined) throw new Error(`volume ${v.name}: couldn't find key ${it.key}`);
+        if (it.path.split('/').includes('..') || it.path.startsWith('/')) throw new Error(`volume ${v.name}: item path ${JSON.stringify(it.path)} must be relative without '..'`);
+        const file = join(dir, it.path);
+        mkdirSync(join(file, '..'), { recursive: true });
+        writeFileSync(file, data);
+        chmodSync(file, it.mode ?? mode ?? 0o644);
+      }
+      mounts.set(m.mountPath.replace(/\/+$/, '') || '/', m.subPath ? join(dir, m.subPath) : dir);
+    }
+    return mounts;
+  }
+
   // ----- containers -----
 
   function newContainer(spec: k8s.V1Container): Container {
@@ -679,13 +875,16 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
         c.nextStartAt = Date.now() + CREATE_RETRY_MS;
       };
       let env: Record<string, string>;
+      let mounts: Map<string, string>;
       try {
         env = await resolveEnv(rt, c.spec);
+        mounts = await mountVolumes(rt, c.spec);
       } catch (e) {
         return fail('CreateContainerConfigError', e);
       }
       if (rt.terminating || stopped) return;
-      const expand = (list: string[] | undefined): string[] => (list ?? []).map((a) => expandEnvRefs(a, env));
+      for (const [k, v] of Object.entries(env)) env[k] = remapPath(v, mounts);
+      const expand = (list: string[] | undefined): string[] => (list ?? []).map((a) => remapPath(expandEnvRefs(a, env), mounts));
       const argv = [process.execPath, entrypoint, ...expand(c.spec.command), ...expand(c.spec.args)];
       const netns = nodeSpecs.get(rt.nodeName)?.netns;
       const [cmd, ...args] = rt.pod.spec?.hostNetwork && netns ? netnsExecArgs(netns, argv) : argv;
@@ -781,6 +980,7 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
         }),
       );
       runtimes.delete(rt.uid);
+      rmSync(join(podsDir, rt.uid), { recursive: true, force: true });
       lastWritten.delete(rt.uid);
       kick();
     })();
@@ -1211,13 +1411,15 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
   }
 
   async function pass(): Promise<void> {
-    const [nodeList, podList, deployments, daemonSets] = await Promise.all([
+    const [nodeList, podList, deployments, daemonSets, services] = await Promise.all([
       core.listNode(),
       core.listPodForAllNamespaces(),
       apps.listDeploymentForAllNamespaces(),
       apps.listDaemonSetForAllNamespaces(),
+      netnsState.size ? core.listServiceForAllNamespaces() : Promise.resolve({ items: [] }),
     ]);
     const nodes = nodeList.items.filter((n) => nodeSpecs.has(n.metadata?.name ?? ''));
+    serviceSync(services.items, podList.items);
     await kubeletSync(podList.items);
     if (stopped) return;
     await deploymentSync(deployments.items, podList.items);
@@ -1259,6 +1461,7 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     for (const n of opts.nodes) await registerNode(n);
   } catch (e) {
     process.off('exit', killAll);
+    rmSync(workDir, { recursive: true, force: true });
     throw e;
   }
   schedule(0);
@@ -1310,8 +1513,20 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
         await inPass;
         await Promise.all([...runtimes.values()].map((rt) => terminate(rt, stopOpts.graceMs ?? graceOf(rt.pod))));
         await Promise.all([...probers.values()].map((p) => p.close()));
+        for (const st of netnsState.values()) {
+          st.relay?.stdin?.end();
+          if (st.relay?.pid) signalGroup(st.relay.pid, 'SIGKILL');
+          if (st.createdDir) {
+            rmSync(dirname(st.hostsFile), { recursive: true, force: true });
+            // /etc/netns too if this kubelet made it, unless another lab's kubelet uses it now.
+            if (st.createdDir !== dirname(st.hostsFile)) rmdirSyncQuiet(st.createdDir);
+          } else writeFileSync(st.hostsFile, st.base);
+        }
+        for (const conn of relayed) conn.destroy();
+        await Promise.all([...servicePorts.values()].map((e) => new Promise((r) => e.server.close(r))));
         killAll();
         groups.clear();
+        rmSync(workDir, { recursive: true, force: true });
         process.off('exit', killAll);
         for (const w of waiters.splice(0)) w.resolve();
       })();
