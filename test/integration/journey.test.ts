@@ -19,14 +19,12 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
 import type { Redis } from 'ioredis';
 import { stringify } from 'yaml';
-import { PeerStore, type Peer } from '../../bootstrap/store.js';
-import { loadJob } from '../../lib/core/job.js';
 import { freePort, stopChild } from '../../lib/proc.js';
 import { connectRedis } from '../../lib/redis.js';
-import { expectedHosts, labStatus, type LabInfo } from '../../testbed/lab.js';
+import { labStatus, type LabInfo } from '../../testbed/lab.js';
 import { decodeProtobuf, startApiServer, type ApiServer, type KObject } from '../apiserver/server.js';
 import { eventually as waitFor } from '../helpers/cli.js';
-import { startLab, stopLab } from '../helpers/lab.js';
+import { expectLabPopulation, startLab, stopLab } from '../helpers/lab.js';
 import { helmBinary, kubectlBinary } from '../helpers/layer.js';
 import { startKubelet, type Kubelet } from '../kubelet/kubelet.js';
 
@@ -138,23 +136,7 @@ test('helm install → kubectl apply examples/lab.yaml → GPU unschedulable →
   const deployments = srv.store.list('apps', 'deployments', NS).map((d) => d.metadata.name).sort();
   expect(deployments).toEqual(['widescan-bootstrap', 'widescan-operator', 'widescan-worker-cpu', 'widescan-worker-gpu']);
 
-  const job = loadJob(readFileSync('examples/lab.yaml', 'utf8'));
-  expect(latest!.status.probesSent).toBe(job.space.size - job.space.plannedExcluded);
-  const expected = expectedHosts(job, lab!);
-  const store = new PeerStore(redis!);
-  const peers: Peer[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await store.list({ job: 'scans/lab', limit: 1000, cursor });
-    peers.push(...page.peers);
-    cursor = page.nextCursor ?? undefined;
-  } while (cursor);
-  expect(new Set(peers.map((p) => p.address))).toEqual(expected);
-  expect(peers).toHaveLength(expected.size);
-  expect(peers.filter((p) => p.kind === 'widescan').map((p) => p.address)).toEqual([lab!.peerAddress]);
-  expect(latest!.status.peersDiscovered).toBe(expected.size);
-  const after = await labStatus(lab!.name);
-  expect(after.counters.sinkEchoRequests - before.counters.sinkEchoRequests).toBe(0); // the excluded subnet saw nothing
+  await expectLabPopulation(redis!, lab!, 'scans/lab', latest!.status, before);
 }, 150_000);
 
 test('the release record Helm wrote in protobuf reads back; protobuf the server cannot decode is refused, not misread', async () => {

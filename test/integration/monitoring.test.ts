@@ -18,7 +18,7 @@ import { poolDeployment } from '../../operator/pools.js';
 import { netnsExecArgs, type LabInfo } from '../../testbed/lab.js';
 import { eventually, startCli } from '../helpers/cli.js';
 import { helmBinary } from '../helpers/layer.js';
-import { startLab, stopLab, writeJob } from '../helpers/lab.js';
+import { INJECTOR_PREAMBLE, startLab, stopLab, writeJob } from '../helpers/lab.js';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const CHART = join(repo, 'charts/widescan');
@@ -529,19 +529,7 @@ net.createServer((c) => {
 `;
 
 /** Sends forged echo replies for the job's tag from the responder namespace, 10 every 100 ms, until SIGTERM. */
-const INJECTOR = `
-import { createRequire } from 'node:module';
-import { readFileSync } from 'node:fs';
-const [keyFile, tagText, repo] = process.argv.slice(2);
-const require = createRequire(repo + '/');
-const raw = require('raw-socket');
-const probe = await import(repo + '/dist/lib/core/probe.js');
-const keys = await import(repo + '/dist/lib/core/keys.js');
-const ipv6 = await import(repo + '/dist/lib/core/ipv6.js');
-const secret = keys.networkKeyBytes(readFileSync(keyFile, 'utf8').trim());
-const tag = Number(tagText);
-const me = ipv6.addressToBytes(ipv6.parseAddress('fd00:5ca:1ab:f001::2'));
-// A MAC made with another key: the listener counts it invalid against the job its tag names.
+const INJECTOR = INJECTOR_PREAMBLE + `// A MAC made with another key: the listener counts it invalid against the job its tag names.
 const w = new probe.ProbeWriter({ networkId: keys.networkIdOf(secret), jobTag: tag, macKey: keys.macKeyFor(Buffer.from('not the network key'), tag) });
 const packet = Buffer.alloc(w.packetBytes);
 w.write(packet, 0, me, 0, 0, 5, Date.now());

@@ -13,18 +13,16 @@ import { afterAll, beforeAll, expect, test } from '@jest/globals';
 import * as k8s from '@kubernetes/client-node';
 import type { Redis } from 'ioredis';
 import { parse } from 'yaml';
-import { PeerStore, type Peer } from '../../bootstrap/store.js';
-import { loadJob } from '../../lib/core/job.js';
 import { createLogger } from '../../lib/log.js';
 import { createMetrics } from '../../lib/metrics.js';
 import { stopChild } from '../../lib/proc.js';
 import { connectRedis } from '../../lib/redis.js';
 import { parseOperatorConfig } from '../../operator/config.js';
 import { Controller } from '../../operator/controller.js';
-import { expectedHosts, labStatus, type LabInfo } from '../../testbed/lab.js';
+import { labStatus, type LabInfo } from '../../testbed/lab.js';
 import { startApiServer, type ApiServer, type KObject } from '../apiserver/server.js';
 import { eventually as waitFor } from '../helpers/cli.js';
-import { startLab, stopLab } from '../helpers/lab.js';
+import { expectLabPopulation, startLab, stopLab } from '../helpers/lab.js';
 import { startKubelet, type Kubelet } from '../kubelet/kubelet.js';
 
 const WSJ = '/apis/widescan.dev/v1alpha1';
@@ -174,21 +172,5 @@ test('kubectl apply examples/lab.yaml → GPU pool unschedulable → CPU fallbac
   const events = (await api('GET', '/api/v1/namespaces/scans/events')).body.items as KObject[];
   expect(events.filter((e) => e.involvedObject.name === 'lab').map((e) => e.reason)).toEqual(expect.arrayContaining(['Started', 'GPUUnschedulable', 'Completed']));
 
-  const job = loadJob(readFileSync('examples/lab.yaml', 'utf8'));
-  expect(latest!.status.probesSent).toBe(job.space.size - job.space.plannedExcluded);
-  const expected = expectedHosts(job, lab!);
-  const store = new PeerStore(redis);
-  const peers: Peer[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await store.list({ job: 'scans/lab', limit: 1000, cursor });
-    peers.push(...page.peers);
-    cursor = page.nextCursor ?? undefined;
-  } while (cursor);
-  expect(new Set(peers.map((p) => p.address))).toEqual(expected);
-  expect(peers).toHaveLength(expected.size);
-  expect(peers.filter((p) => p.kind === 'widescan').map((p) => p.address)).toEqual([lab!.peerAddress]);
-  expect(latest!.status.peersDiscovered).toBe(expected.size);
-  const after = await labStatus(lab!.name);
-  expect(after.counters.sinkEchoRequests - before.counters.sinkEchoRequests).toBe(0); // the excluded subnet saw nothing
+  await expectLabPopulation(redis, lab!, 'scans/lab', latest!.status, before);
 }, 180_000);

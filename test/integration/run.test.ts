@@ -9,7 +9,7 @@ import { loadJob } from '../../lib/core/job.js';
 import { jobTagOf } from '../../lib/core/keys.js';
 import { expectedHosts, labStatus, type LabInfo } from '../../testbed/lab.js';
 import { childPids, runCli, startCli, waitFor } from '../helpers/cli.js';
-import { parseNdjson, startLab, stopLab, writeJob } from '../helpers/lab.js';
+import { INJECTOR_PREAMBLE, parseNdjson, startLab, stopLab, writeJob } from '../helpers/lab.js';
 
 let lab: LabInfo | undefined;
 beforeAll(async () => {
@@ -215,19 +215,7 @@ describe('widescan run refuses bad input before starting anything', () => {
 });
 
 // Sends 6 kinds of bad echo replies, 50 each, from the responder namespace to the scanner.
-const INJECTOR = `
-import { createRequire } from 'node:module';
-import { readFileSync } from 'node:fs';
-const [keyFile, tagText, repo] = process.argv.slice(2);
-const require = createRequire(repo + '/');
-const raw = require('raw-socket');
-const probe = await import(repo + '/dist/lib/core/probe.js');
-const keys = await import(repo + '/dist/lib/core/keys.js');
-const ipv6 = await import(repo + '/dist/lib/core/ipv6.js');
-const secret = keys.networkKeyBytes(readFileSync(keyFile, 'utf8').trim());
-const tag = Number(tagText);
-const scanner = 'fd00:5ca:1ab:f001::1';
-const me = ipv6.addressToBytes(ipv6.parseAddress('fd00:5ca:1ab:f001::2'));
+const INJECTOR = INJECTOR_PREAMBLE + `const scanner = 'fd00:5ca:1ab:f001::1';
 const other = ipv6.addressToBytes(ipv6.parseAddress('fd00:5ca:1ab:200::1'));
 const networkId = keys.networkIdOf(secret);
 const make = (macKey, dst, mutate) => {
