@@ -7,7 +7,9 @@
 # replies / replies expected) per round. In the aliased scenario each round also runs `masscan --ping`
 # (Debian's 1.3.2) on the same targets right after, times both tools by the responder's counter, and prints
 # the ratios. masscan sometimes hangs after --wait: bounded by a timeout.
-# Usage: bash bench/lab-rate.sh [aliased|sparse|dead] [rounds=3] [bits=20]
+# HOG=1: another process spins one core throughout (both tools' runs), as the issue's "under load" case.
+# RATE=N: widescan's job-wide cap (default 10^7, i.e. uncapped); masscan always runs uncapped.
+# Usage: [HOG=1] [RATE=N] bash bench/lab-rate.sh [aliased|sparse|dead] [rounds=3] [bits=20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:-aliased}
@@ -16,7 +18,7 @@ bits=${3:-20}
 source bench/lab.sh
 bench_lab br
 case "$scenario" in
-  aliased) expected=$((2 ** bits)); job=$(bench_job rate "fd00:5ca:1ab:1aa::/$((128 - bits))" 10000000 2) ;;
+  aliased) expected=$((2 ** bits)); job=$(bench_job rate "fd00:5ca:1ab:1aa::/$((128 - bits))" "${RATE:-10000000}" 2) ;;
   dead) expected=0; job=$(bench_job rate "fd00:5ca:1ab:200::/$((128 - bits))" 10000000 1) ;;
   sparse)
     expected=32 # the lab job's live targets (the peer namespace's kernel answers even without a listener)
@@ -48,6 +50,12 @@ per_million() { awk -v f="$1" -v n="$2" 'BEGIN { getline l < f; split(l, t, " ")
 send_rate() { # from a sample log: probes/s while the counter rose
   awk 'NR == 1 { c0 = $2 } $2 > last { if (!t0) t0 = prev; t1 = $1; n = $2 - c0 } { prev = $1; last = $2 } END { printf "%d", n / (t1 - t0) }' "$1"
 }
+if [ "${HOG:-0}" = 1 ]; then
+  node -e 'for (;;) {}' &
+  hog=$!
+  trap 'kill "$hog" 2>/dev/null; node dist/cli/main.js testbed down --name "$lab" >/dev/null' EXIT
+  echo "a CPU hog (pid $hog) spins one core throughout"
+fi
 for i in $(seq "$rounds"); do
   log=$(mktemp)
   out=$(mktemp)

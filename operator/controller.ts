@@ -262,6 +262,12 @@ export class Controller {
       return { requeueAfterMs: 10_000 };
     }
     const networkKey = networkKeyBytes(secret.key);
+    // Listeners verify replies with the installation's key: a job probing under another key would have every
+    // reply counted invalid, so it is refused rather than run blind.
+    if (this.o.networkKey !== undefined && secret.key !== this.o.networkKey) {
+      await this.fail(obj, 'NetworkKeyMismatch', `the key in Secret ${obj.metadata.namespace}/${obj.spec.networkKeySecretRef?.name} differs from the installation's network key, which the listeners verify replies with; put a copy of the installation's key there, or leave spec.networkKeySecretRef out`);
+      return { done: true };
+    }
     await this.planner.submit(job, {
       macKey: macKeyFor(networkKey, job.tag),
       networkId: networkIdOf(networkKey),

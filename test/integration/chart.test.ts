@@ -95,6 +95,7 @@ const COMBOS: Record<string, { values: K; extra?: string[] }> = {
     extra: MONITORING_API,
   },
   'GPU pool disabled': { values: { workers: { gpu: { enabled: false } } } },
+  'GPU pool enabled': { values: { workers: { gpu: { enabled: true } } } },
   'CPU only, on labelled nodes': {
     values: {
       workers: {
@@ -104,7 +105,7 @@ const COMBOS: Record<string, { values: K; extra?: string[] }> = {
     },
   },
   'GPU and CPU pools on their own nodes': {
-    values: { workers: { gpu: { nodeSelector: { 'nvidia.com/gpu.present': 'true' } }, cpu: { nodeSelector: { 'widescan.dev/scanner': 'cpu' } } } },
+    values: { workers: { gpu: { enabled: true, nodeSelector: { 'nvidia.com/gpu.present': 'true' } }, cpu: { nodeSelector: { 'widescan.dev/scanner': 'cpu' } } } },
   },
   'CRDs managed elsewhere': { values: { crds: { enabled: false } } },
   'namespace created by the chart': { values: { namespace: { create: true, labels: { team: 'scanning' } } } },
@@ -273,9 +274,11 @@ describe('helm lint and template', () => {
     // CPU pool with no node selector and no tolerations: any node, no GPU toleration.
     expect(ds('GPU pool disabled').affinity).toBeUndefined();
     expect(ds('GPU pool disabled').tolerations).toBeUndefined();
-    // Defaults: the GPU pool's toleration (GPU nodes are tainted), and no affinity (the CPU pool may run anywhere).
-    expect(ds('defaults').tolerations).toEqual([{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
-    expect(ds('defaults').affinity).toBeUndefined();
+    // The GPU pool is off by default (no GPU backend yet): defaults are the CPU pool's placement.
+    expect(ds('defaults')).toEqual(ds('GPU pool disabled'));
+    // With the GPU pool: its toleration (GPU nodes are tainted), and no affinity (the CPU pool may run anywhere).
+    expect(ds('GPU pool enabled').tolerations).toEqual([{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
+    expect(ds('GPU pool enabled').affinity).toBeUndefined();
     const cpuOnly = ds('CPU only, on labelled nodes');
     expect(cpuOnly.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms).toEqual([
       { matchExpressions: [{ key: 'widescan.dev/scanner', operator: 'In', values: ['true'] }] },

@@ -105,7 +105,7 @@ test('helm install → kubectl apply examples/lab.yaml → GPU unschedulable →
     // One replica each: pods off the host network share the host's, where two would collide on one port.
     operator: { replicas: 1, metricsPort: await freePort(), statusIntervalSeconds: 1 },
     bootstrap: { replicas: 1, port: await freePort() },
-    workers: { fallbackAfterSeconds: 2, gpu: { maxReplicas: 1 }, cpu: { maxReplicas: 1 } },
+    workers: { fallbackAfterSeconds: 2, gpu: { enabled: true, maxReplicas: 1 }, cpu: { maxReplicas: 1 } },
     redis: { external: { urlSecret: { name: 'redis-url', key: 'url' } } },
   }));
   const install = await tool(helm, ['install', 'widescan', 'charts/widescan', '--namespace', NS, '-f', values]);

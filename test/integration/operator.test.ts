@@ -112,11 +112,11 @@ function recordingWorker(hardware: 'cpu' | 'gpu' = 'cpu'): { worker: ShardWorker
   };
 }
 
-function startController(config: OperatorConfig = parseOperatorConfig(CONFIG_YAML, 'test')): { controller: Controller; metrics: ReturnType<typeof createMetrics>; started: Promise<void> } {
+function startController(config: OperatorConfig = parseOperatorConfig(CONFIG_YAML, 'test'), networkKey?: string): { controller: Controller; metrics: ReturnType<typeof createMetrics>; started: Promise<void> } {
   const kc = new k8s.KubeConfig();
   kc.loadFromFile(srv.kubeconfig);
   const metrics = createMetrics('operator');
-  const controller = new Controller({ kubeConfig: kc, redis, config, logger: createLogger('operator'), metrics, identity: 'test-operator', informer: { resyncMs: 2000, watchdogMs: 10_000 } });
+  const controller = new Controller({ kubeConfig: kc, redis, config, logger: createLogger('operator'), metrics, networkKey, identity: 'test-operator', informer: { resyncMs: 2000, watchdogMs: 10_000 } });
   return { controller, metrics, started: controller.start() };
 }
 
@@ -221,6 +221,18 @@ describe('operator scenarios (in-process controller)', () => {
     await api('POST', `/api/v1/namespaces/${NS}/secrets`, { metadata: { name: 'later' }, data: { key: Buffer.from('k2').toString('base64') } });
     await waitFor(async () => (await phase('nokey')) === 'Succeeded', 40_000);
   }, 60_000);
+
+  test('a job whose key Secret differs from the installation\'s network key is refused (listeners could verify none of its replies)', async () => {
+    const { controller, started } = startController(undefined, 'the-installation-key');
+    cleanups.push(() => controller.stop());
+    await started;
+    await createJob('otherkey', { targets: [{ prefix: '2001:db8:f::/120', strategy: 'full' }] });
+    await waitFor(async () => (await phase('otherkey')) === 'Failed', 20_000);
+    const failed = condition(await getJob('otherkey'), 'Failed');
+    expect(failed).toMatchObject({ status: 'True', reason: 'NetworkKeyMismatch' });
+    expect(failed!.message).toMatch(/scans\/widescan-network/);
+    expect(await redisKeysOf('otherkey')).toEqual([]);
+  }, 40_000);
 
   test('delete mid-run: the finalizer stops probing and removes the job\'s Redis and BullMQ state', async () => {
     const { w } = await scenario();
