@@ -14,6 +14,7 @@ import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../lib/core/schema.js
 import type { JobStatus, Phase } from '../lib/core/status.js';
 import { JobNotFoundError, loadJob, type JobRecord } from '../lib/jobstore.js';
 import type { Logger } from '../lib/log.js';
+import { keys } from '../lib/keys.js';
 import { forgetJobMetrics, recordJobStatus, type Metrics } from '../lib/metrics.js';
 import { ShardQueues } from '../lib/queue.js';
 import type { OperatorConfig } from './config.js';
@@ -51,6 +52,8 @@ export interface ControllerOptions {
 const POOLS_KEY = '@pools'; // cannot collide with a `namespace/name` key
 const POOLS_INTERVAL_MS = 5000;
 const CLEANUP_RETRY_MS = 500;
+/** Shortest top-up period of a job (the window covers at least a second of sending, so 4 per second suffice). */
+const MIN_REQUEUE_MS = 100;
 const MERGE = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
 
 /** What the pools reconcile needs to know of a job: its remaining shards and where they may run. */
@@ -90,6 +93,12 @@ export class Controller {
   private ready: Record<PoolName, number> = { gpu: 0, cpu: 0 };
   private gaps: string[] = [];
   private running?: Promise<void>;
+  /**
+   * Unfinished jobs found at start that no reconcile has looked at yet: until each has told its backlog, the
+   * pools are left as they are (sizing them from a partial backlog would stop running workers at every
+   * operator start or failover).
+   */
+  private readonly unreconciled = new Set<string>();
 
   constructor(private readonly o: ControllerOptions) {
     const kc = o.kubeConfig;
@@ -126,6 +135,7 @@ export class Controller {
   /** Starts the informers and the reconcile workers; resolves once both caches are synced. */
   async start(): Promise<void> {
     await Promise.all([this.pods.start(), this.jobs.start()]);
+    for (const obj of this.jobs.list()) if (!isFinished(obj.status?.phase)) this.unreconciled.add(`${obj.metadata.namespace}/${obj.metadata.name}`);
     this.queue.add(POOLS_KEY);
     this.running = runWorkers(this.queue, (key) => this.reconcile(key), {
       concurrency: this.o.concurrency ?? 4,
@@ -150,6 +160,7 @@ export class Controller {
     const end = this.o.metrics.reconcileSeconds.startTimer();
     try {
       const result = key === POOLS_KEY ? await this.reconcilePools() : await this.reconcileJob(key);
+      this.unreconciled.delete(key);
       this.o.metrics.reconcile.inc({ result: 'success' });
       return result;
     } catch (err) {
@@ -205,7 +216,8 @@ export class Controller {
     // Counts move with every shard: they are written at most every statusInterval; a phase or condition
     // change is written at once.
     const intervalMs = this.o.config.statusIntervalSeconds * 1000;
-    const urgent = previous?.phase !== status.phase || statusChanged(previous?.conditions, status.conditions);
+    const gist = (cs: readonly { type: string; status: string; reason: string }[] | undefined) => cs?.map((c) => [c.type, c.status, c.reason]);
+    const urgent = previous?.phase !== status.phase || statusChanged(gist(previous?.conditions), gist(status.conditions));
     if (urgent || Date.now() - (this.lastWrite.get(key) ?? 0) >= intervalMs) {
       if (await this.writeStatus(obj, status)) this.lastWrite.set(key, Date.now());
     }
@@ -219,14 +231,14 @@ export class Controller {
     // job's rate (the window holds at least a second of sending), and at least every status interval.
     const pps = spec.rate.packetsPerSecond;
     const drainMs = (windowFor(this.o.config.window, record.job.spec, pps) * record.job.spec.shardSize * 1000) / pps;
-    return { requeueAfterMs: Math.min(intervalMs, drainMs / 4) };
+    return { requeueAfterMs: Math.max(MIN_REQUEUE_MS, Math.min(intervalMs, drainMs / 4)) };
   }
 
   /** The job's Redis record, if it is this object's (a record of an earlier object of the same name is removed). */
   private async record(key: string, obj: WidescanJobObject): Promise<JobRecord | undefined> {
     let record: JobRecord;
     try {
-      record = await loadJob(this.o.redis, key);
+      record = await loadJob(this.o.redis, key, this.planner.compiled);
     } catch (err) {
       if (err instanceof JobNotFoundError) return undefined;
       throw err;
@@ -275,7 +287,7 @@ export class Controller {
       fullLimitBits: this.o.config.fullLimitBits,
     });
     this.o.logger.info({ job: key, targets: job.space.size, shards: job.totalShards }, 'job planned');
-    return { record: await loadJob(this.o.redis, key) };
+    return { record: await loadJob(this.o.redis, key, this.planner.compiled) };
   }
 
   private async networkKey(obj: WidescanJobObject): Promise<{ key: string } | { waiting: string }> {
@@ -326,7 +338,7 @@ export class Controller {
   private async finalize(obj: WidescanJobObject): Promise<{ requeueAfterMs?: number } | void> {
     const key = `${obj.metadata.namespace}/${obj.metadata.name}`;
     if (!obj.metadata.finalizers?.includes(FINALIZER)) return;
-    const record = await loadJob(this.o.redis, key).catch((err: unknown) => {
+    const record = await loadJob(this.o.redis, key, this.planner.compiled).catch((err: unknown) => {
       if (err instanceof JobNotFoundError) return undefined;
       throw err;
     });
@@ -364,8 +376,11 @@ export class Controller {
    */
   private async writeStatus(obj: WidescanJobObject, status: WrittenStatus): Promise<boolean> {
     if (!statusChanged(obj.status, status)) return false;
+    // A merge patch keeps what it does not name: fields the new status lacks (an ETA once finished) are nulled.
+    const body: Record<string, unknown> = { ...status };
+    for (const k of Object.keys(obj.status ?? {})) if (!(k in status)) body[k] = null;
     await this.custom.patchNamespacedCustomObjectStatus(
-      { group: GROUP, version: VERSION, plural: PLURAL, namespace: obj.metadata.namespace, name: obj.metadata.name, body: { metadata: { resourceVersion: obj.metadata.resourceVersion }, status } },
+      { group: GROUP, version: VERSION, plural: PLURAL, namespace: obj.metadata.namespace, name: obj.metadata.name, body: { metadata: { resourceVersion: obj.metadata.resourceVersion }, status: body } },
       MERGE,
     );
     return true;
@@ -406,6 +421,8 @@ export class Controller {
   }
 
   private async reconcilePools(): Promise<{ requeueAfterMs: number }> {
+    if (this.unreconciled.size > 0) return { requeueAfterMs: CLEANUP_RETRY_MS };
+    await this.sweepOrphans();
     const demand: Demand = { auto: 0, gpu: 0, cpu: 0 };
     for (const d of this.demand.values()) demand[d.hardware] += d.remaining;
     const pods = this.pods.list();
@@ -429,6 +446,21 @@ export class Controller {
     if (conditionsMove) for (const key of this.demand.keys()) this.queue.add(key);
     for (const [state, n] of Object.entries(await this.queues.depth())) this.o.metrics.queueDepth.set({ state }, n);
     return { requeueAfterMs: POOLS_INTERVAL_MS };
+  }
+
+  /**
+   * Removes the Redis state of jobs whose object is gone without the finalizer having run (it was removed by
+   * hand, or the object was deleted while no operator ran): otherwise workers would go on probing for them.
+   * Ids without a namespace belong to `widescan run` on a shared Redis and are left alone.
+   */
+  private async sweepOrphans(): Promise<void> {
+    for (const id of await this.o.redis.smembers(keys.jobs())) {
+      const slash = id.indexOf('/');
+      if (slash < 0 || this.jobs.get(id.slice(0, slash), id.slice(slash + 1))) continue;
+      const tag = await this.o.redis.hget(keys.job(id), 'tag');
+      if (await this.planner.remove(id, tag ? parseInt(tag, 16) : 0)) this.o.logger.warn({ job: id }, 'removed the state of a job whose object is gone without its finalizer');
+      this.forgetJob(id);
+    }
   }
 
   private async ensureDeployment(deployment: k8s.V1Deployment): Promise<void> {

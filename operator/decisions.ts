@@ -72,12 +72,12 @@ export function jobConditions(i: ConditionInput): ConditionUpdate[] {
   if (i.changedFixed.length > 0)
     degraded.push({
       reason: 'SpecChangeIgnored',
-      message: `${i.changedFixed.join(', ')} changed after the scan was planned and are ignored (only spec.rate, spec.suspend and spec.ttlSecondsAfterFinished may change); create a new WidescanJob to scan other targets`,
+      message: `${i.changedFixed.join(', ')} changed after the scan was planned and are ignored (only ${MUTABLE_SPEC_FIELDS.map((f) => `spec.${f}`).join(', ')} may change); create a new WidescanJob to scan other targets`,
     });
   if (i.fallback && !finished) degraded.push(i.fallback);
 
   let ready: ConditionUpdate;
-  if (i.phase === 'Failed') ready = cond('Ready', false, i.failure?.reason ?? 'Failed', i.failure?.message ?? 'the job failed');
+  if (i.phase === 'Failed') ready = cond('Ready', false, i.failure?.reason ?? 'ShardsFailed', i.failure?.message ?? 'the job failed');
   else if (i.phase === 'Succeeded') ready = cond('Ready', true, 'Completed', 'the scan is complete');
   else if (i.phase === 'Suspended') ready = cond('Ready', false, 'Suspended', 'spec.suspend is true: no probes are sent until it is false');
   else if (i.waiting) ready = cond('Ready', false, i.waiting.reason, i.waiting.message);
@@ -93,7 +93,7 @@ export function jobConditions(i: ConditionInput): ConditionUpdate[] {
         ? cond('Progressing', false, i.waiting?.reason ?? 'Pending', i.waiting?.message ?? 'the job is not planned yet')
         : i.phase === 'Suspended'
           ? cond('Progressing', false, 'Suspended', 'spec.suspend is true')
-          : cond('Progressing', false, i.phase === 'Succeeded' ? 'Completed' : (i.failure?.reason ?? 'Failed'), 'the job has finished');
+          : cond('Progressing', false, i.phase === 'Succeeded' ? 'Completed' : (i.failure?.reason ?? 'ShardsFailed'), 'the job has finished');
 
   return [
     ready,
@@ -139,7 +139,7 @@ export function phaseEvent(from: Phase | undefined, to: Phase, status: Partial<J
     case 'Succeeded':
       return { type: 'Normal', reason: 'Completed', message: `${status.probesSent} probes sent, ${status.repliesValid} valid replies, ${status.peersDiscovered} peers found` };
     case 'Failed':
-      return { type: 'Warning', reason: 'Failed', message: `${status.shards?.failed ?? 0} shard(s) failed after every retry` };
+      return { type: 'Warning', reason: 'ShardsFailed', message: `${status.shards?.failed ?? 0} shard(s) failed after every retry` };
     default:
       return undefined;
   }

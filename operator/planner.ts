@@ -38,7 +38,8 @@ export function windowFor(base: number, spec: Pick<JobSpec, 'shardSize'>, packet
 }
 
 export class Planner {
-  private readonly compiled = new CompiledJobCache();
+  /** Compiled jobs, shared with the controller (compiling is ms to s with a large blocklist). */
+  readonly compiled = new CompiledJobCache(4096);
 
   constructor(
     private readonly redis: Redis,

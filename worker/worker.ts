@@ -5,6 +5,7 @@
 
 import { DelayedError, WaitingError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { jobTagHex } from '../lib/core/keys.js';
 import { ProbeWriter } from '../lib/core/probe.js';
 import { shardAt } from '../lib/core/shards.js';
 import { addCounters, finishShard, loadJob, type JobRecord } from '../lib/jobstore.js';
@@ -94,9 +95,14 @@ export class ShardWorker {
     this.contexts.clear();
   }
 
-  private async context(id: string): Promise<JobContext> {
+  /** The job's context; `tag` is the registered job's, so a job recreated under the same name is not served stale. */
+  private async context(id: string, tag: string): Promise<JobContext> {
     const cached = this.contexts.get(id);
-    if (cached) return cached;
+    if (cached && jobTagHex(cached.record.job.tag) === tag) return cached;
+    if (cached) {
+      this.contexts.delete(id);
+      await cached.generator.close();
+    }
     const record = await loadJob(this.options.redis, id);
     const { job } = record;
     const writer = new ProbeWriter({
@@ -126,12 +132,15 @@ export class ShardWorker {
   private async process(bull: Job<ShardData>, token: string): Promise<void> {
     const { job: id, shard: k } = bull.data;
     const { redis, logger, metrics, io } = this.options;
-    let control = await this.control(id);
+    // The shard's id carries the tag of the job it was planned for (shardJobId): a shard of a deleted job
+    // whose name was reused must not run as the new job's.
+    const shardTag = String(bull.id).split('-')[0]!;
+    let control = await this.control(id, shardTag);
     if (control.state === 'stopped') {
       logger.info({ job: id, shard: k, why: control.why }, 'shard dropped');
       return;
     }
-    const ctx = await this.context(id);
+    const ctx = await this.context(id, shardTag);
     const { job } = ctx.record;
     const shard = shardAt(k, job.space.size, job.spec.shardSize);
     const saved = bull.progress as Partial<Checkpoint> | number;
@@ -162,7 +171,7 @@ export class ShardWorker {
         }
         if (Date.now() - lastSave >= this.checkpointMs) {
           await save();
-          control = await this.control(id);
+          control = await this.control(id, shardTag);
         }
         if (control.state === 'stopped') {
           logger.info({ job: id, shard: k, why: control.why }, 'shard abandoned');
@@ -203,9 +212,10 @@ export class ShardWorker {
   }
 
   /** The job's controls as the operator last set them; a job that is gone or cancelled stops its shards. */
-  private async control(id: string): Promise<JobControl> {
-    const [phase, cancelled, suspended, pps] = await this.options.redis.hmget(keys.job(id), 'phase', 'cancelled', 'suspended', 'packetsPerSecond');
+  private async control(id: string, shardTag: string): Promise<JobControl> {
+    const [phase, cancelled, suspended, pps, tag] = await this.options.redis.hmget(keys.job(id), 'phase', 'cancelled', 'suspended', 'packetsPerSecond', 'tag');
     if (phase === null) return { state: 'stopped', why: 'job removed' };
+    if (tag !== shardTag) return { state: 'stopped', why: `shard of an earlier job of this name (tag ${shardTag}, now ${tag})` };
     if (cancelled === '1') return { state: 'stopped', why: 'job cancelled' };
     if (suspended === '1') return { state: 'suspended' };
     const packetsPerSecond = Number(pps);

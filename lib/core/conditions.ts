@@ -33,7 +33,3 @@ export function setConditions(conditions: readonly Condition[] | undefined, upda
   }
   return out;
 }
-
-export function findCondition(conditions: readonly Condition[] | undefined, type: string): Condition | undefined {
-  return conditions?.find((c) => c.type === type);
-}

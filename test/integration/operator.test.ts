@@ -234,6 +234,42 @@ describe('operator scenarios (in-process controller)', () => {
     expect(await redisKeysOf('otherkey')).toEqual([]);
   }, 40_000);
 
+  test('a job deleted while no operator ran (finalizer removed by hand): the next operator removes its state and probing stops', async () => {
+    const w = recordingWorker();
+    cleanups.push(w.stop);
+    const first = startController();
+    await first.started;
+    await createJob('orphan', { targets: [{ prefix: '2001:db8:10::/112', strategy: 'full' }], rate: { packetsPerSecond: 3000 } });
+    await waitFor(() => w.sends.length > 1000, 20_000);
+    await first.controller.stop();
+    expect((await api('DELETE', `${WSJ}/namespaces/${NS}/widescanjobs/orphan`)).code).toBe(200);
+    await api('PATCH', `${WSJ}/namespaces/${NS}/widescanjobs/orphan`, { metadata: { finalizers: null } }, 'application/merge-patch+json');
+    expect((await api('GET', `${WSJ}/namespaces/${NS}/widescanjobs/orphan`)).code).toBe(404);
+    expect(await redisKeysOf('orphan')).not.toEqual([]); // nobody cleaned up: the worker still probes for it
+    const second = startController();
+    cleanups.push(() => second.controller.stop());
+    await second.started;
+    await waitFor(async () => (await redisKeysOf('orphan')).length === 0, 20_000);
+    const settled = w.sends.length;
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(w.sends.length).toBe(settled);
+    expect(settled).toBeLessThan(65536);
+  }, 60_000);
+
+  test('a job recreated under the same name is scanned with its own targets, not the deleted one\'s', async () => {
+    const { w } = await scenario();
+    await createJob('again', { targets: [{ prefix: '2001:db8:11::/120', strategy: 'full' }] });
+    await waitFor(async () => (await phase('again')) === 'Succeeded', 20_000);
+    await api('DELETE', `${WSJ}/namespaces/${NS}/widescanjobs/again`);
+    await waitFor(async () => (await api('GET', `${WSJ}/namespaces/${NS}/widescanjobs/again`)).code === 404, 20_000);
+    const before = w.sends.length;
+    await createJob('again', { targets: [{ prefix: '2001:db8:12::/120', strategy: 'full' }] });
+    await waitFor(async () => (await phase('again')) === 'Succeeded', 20_000);
+    const second = w.sends.slice(before);
+    expect(second).toHaveLength(256);
+    expect(second.every((x) => x.addr.startsWith('20010db800120000'))).toBe(true);
+  }, 60_000);
+
   test('delete mid-run: the finalizer stops probing and removes the job\'s Redis and BullMQ state', async () => {
     const { w } = await scenario();
     await createJob('doomed', { targets: [{ prefix: '2001:db8:2::/112', strategy: 'full' }], rate: { packetsPerSecond: 5000 } });
