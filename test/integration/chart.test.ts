@@ -96,6 +96,7 @@ const COMBOS: Record<string, { values: K; extra?: string[] }> = {
   },
   'GPU pool disabled': { values: { workers: { gpu: { enabled: false } } } },
   'GPU pool enabled': { values: { workers: { gpu: { enabled: true } } } },
+  'bootstrap behind a LoadBalancer': { values: { bootstrap: { service: { type: 'LoadBalancer', ipFamilyPolicy: 'PreferDualStack' } } } },
   'CPU only, on labelled nodes': {
     values: {
       workers: {
@@ -267,6 +268,13 @@ describe('helm lint and template', () => {
     expect(operatorConfig(objs).workerEnv.map((e) => e.name)).toEqual(['WIDESCAN_REDIS_PASSWORD', 'WIDESCAN_REDIS_URL']);
   });
 
+  test('a bootstrap exposed outside keeps callers\' addresses (announce checks them) and can be dual-stack', () => {
+    const lb = one(rendered.get('bootstrap behind a LoadBalancer')!, 'Service', 'widescan-bootstrap').spec;
+    expect(lb).toMatchObject({ type: 'LoadBalancer', externalTrafficPolicy: 'Local', ipFamilyPolicy: 'PreferDualStack' });
+    const internal = one(rendered.get('defaults')!, 'Service', 'widescan-bootstrap').spec;
+    expect(internal.externalTrafficPolicy).toBeUndefined(); // not allowed on ClusterIP
+  });
+
   test('GPU pool disabled / CPU only / both pools on their own nodes: the listener runs where the workers may', () => {
     const gpuOff = rendered.get('GPU pool disabled')!;
     expect(operatorConfig(gpuOff).pools.gpu.enabled).toBe(false);
@@ -374,6 +382,8 @@ describe('values.schema.json', () => {
     ['zero operator replicas', { operator: { replicas: 0 } }, /at '\/operator\/replicas': minimum: got 0, want 1/],
     ['a port out of range', { listener: { metricsPort: 70000 } }, /at '\/listener\/metricsPort': maximum: got 70,?000, want 65,?535/],
     ['a non-Redis URL', { redis: { external: { url: 'http://redis:6379' } } }, /at '\/redis\/external\/url': '.*' does not match pattern/],
+    ['a Redis URL with a password (use urlSecret)', { redis: { external: { url: 'redis://:hunter2@redis:6379' } } }, /at '\/redis\/external\/url': '.*' does not match pattern/],
+    ['a privileged port for a non-root process', { bootstrap: { port: 80 } }, /at '\/bootstrap\/port': minimum: got 80, want 1,?024/],
     ['a bad quantity', { workers: { cpu: { resources: { requests: { cpu: 'lots' } } } } }, /at '\/workers\/cpu\/resources\/requests\/cpu': 'lots' does not match pattern/],
     ['a bad toleration', { workers: { gpu: { tolerations: [{ key: 'x', operator: 'Maybe' }] } } }, /at '\/workers\/gpu\/tolerations\/0\/operator': value must be one of/],
     ['a bad label key', { workers: { cpu: { nodeSelector: { 'bad key!': 'x' } } } }, /invalid propertyName 'bad key!'/],
