@@ -347,7 +347,10 @@ export class Controller {
       if (!(await this.planner.remove(key, jobTagOf(obj.metadata.uid)))) return { requeueAfterMs: CLEANUP_RETRY_MS };
     }
     this.forgetJob(key);
-    await this.patchJob(obj, { metadata: { finalizers: obj.metadata.finalizers.filter((f) => f !== FINALIZER), resourceVersion: obj.metadata.resourceVersion } });
+    await this.patchJob(obj, { metadata: { finalizers: obj.metadata.finalizers.filter((f) => f !== FINALIZER), resourceVersion: obj.metadata.resourceVersion } }).catch((err: unknown) => {
+      // Gone already: an earlier pass released it and the cache had not caught up.
+      if (httpCode(err) !== 404) throw err;
+    });
     this.o.logger.info({ job: key }, 'job state removed; finalizer released');
   }
 

@@ -81,7 +81,9 @@ spec:
 
   /** Scans 4096 answering addresses with two workers and sends `signal` to one of them 1.2 s in. */
   async function signalOneWorker(signal: NodeJS.Signals, lockMs: number, output: string) {
-    const file = aliasedJob('  rate: {packetsPerSecond: 1500}\n  shardSize: 1024\n');
+    // Two shards of 2048 at 750/s each: a shard lasts ~2.7 s, so the signal at ~1.2 s lands mid-shard with
+    // a margin on both sides, whatever the machine's load.
+    const file = aliasedJob('  rate: {packetsPerSecond: 1500}\n  shardSize: 2048\n');
     const started = Date.now();
     const run = startCli(['run', file, '--workers', '2', '--output', output], {
       ns: lab!.namespaces.scan,
