@@ -273,7 +273,13 @@ export class Controller {
       await this.pending(obj, 'NetworkKeyMissing', secret.waiting);
       return { requeueAfterMs: 10_000 };
     }
-    const networkKey = networkKeyBytes(secret.key);
+    let networkKey: Uint8Array;
+    try {
+      networkKey = networkKeyBytes(secret.key);
+    } catch (err) {
+      await this.pending(obj, 'NetworkKeyInvalid', `${(err as Error).message} (spec.networkKeySecretRef, or the installation's key)`);
+      return { requeueAfterMs: 10_000 };
+    }
     // Listeners verify replies with the installation's key: a job probing under another key would have every
     // reply counted invalid, so it is refused rather than run blind.
     if (this.o.networkKey !== undefined && secret.key !== this.o.networkKey) {
@@ -479,7 +485,13 @@ export class Controller {
       this.o.logger.info({ deployment: name, replicas: desired.spec?.replicas }, 'worker pool created');
       return;
     }
-    if (current.metadata?.annotations?.[SPEC_HASH] === hash && current.spec?.replicas === desired.spec?.replicas) return;
+    if (current.metadata?.annotations?.[SPEC_HASH] === hash) {
+      if (current.spec?.replicas === desired.spec?.replicas) return;
+      // Scaling only: a patch of the count keeps what others added (e.g. `kubectl rollout restart`'s annotation).
+      await this.apps.patchNamespacedDeployment({ name, namespace, body: { spec: { replicas: desired.spec?.replicas } } }, MERGE);
+      this.o.logger.info({ deployment: name, replicas: desired.spec?.replicas }, 'worker pool scaled');
+      return;
+    }
     // Replace with the version read: a concurrent change makes this 409 and the pools key is retried.
     await this.apps.replaceNamespacedDeployment({ name, namespace, body: { ...desired, metadata: { ...desired.metadata, resourceVersion: current.metadata?.resourceVersion } } });
     this.o.logger.info({ deployment: name, replicas: desired.spec?.replicas }, 'worker pool updated');

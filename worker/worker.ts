@@ -50,6 +50,8 @@ interface JobContext {
   bucket: TokenBucket;
 }
 
+const SET_IF_EXISTS = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end";
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** What a worker learns about its job at each checkpoint. */
@@ -118,7 +120,8 @@ export class ShardWorker {
     // a Redis round trip for its tokens.
     const size = Math.max(16, Math.min(4096, Math.ceil(record.packetsPerSecond / 100)));
     const ctx: JobContext = { record, generator, batch: new ProbeBatch(size, writer.packetBytes), bucket: new TokenBucket(this.options.redis, keys.rate(id)) };
-    await this.options.redis.hset(keys.job(id), 'backend', generator.backend);
+    // Only into a job that still exists: a key written after the finalizer's clean-up would never go away.
+    await this.options.redis.eval(SET_IF_EXISTS, 1, keys.job(id), 'backend', generator.backend);
     // A long-lived worker sees many jobs; keep the most recent few.
     if (this.contexts.size >= 16) {
       const [oldest, old] = this.contexts.entries().next().value as [string, JobContext];

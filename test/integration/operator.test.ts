@@ -270,6 +270,16 @@ describe('operator scenarios (in-process controller)', () => {
     expect(second.every((x) => x.addr.startsWith('20010db800120000'))).toBe(true);
   }, 60_000);
 
+  test('a key Secret holding only whitespace keeps the job Pending/NetworkKeyInvalid, not retrying silently', async () => {
+    await scenario();
+    await api('POST', `/api/v1/namespaces/${NS}/secrets`, { metadata: { name: 'blank' }, data: { key: Buffer.from('   ').toString('base64') } });
+    await createJob('blankkey', { targets: [{ prefix: '2001:db8:13::/120', strategy: 'full' }], networkKeySecretRef: { name: 'blank', key: 'key' } });
+    await waitFor(async () => condition(await getJob('blankkey'), 'Ready')?.reason === 'NetworkKeyInvalid', 20_000);
+    expect(await phase('blankkey')).toBe('Pending');
+    expect(condition(await getJob('blankkey'), 'Ready')!.message).toMatch(/network key/);
+    expect(await redisKeysOf('blankkey')).toEqual([]);
+  }, 40_000);
+
   test('delete mid-run: the finalizer stops probing and removes the job\'s Redis and BullMQ state', async () => {
     const { w } = await scenario();
     await createJob('doomed', { targets: [{ prefix: '2001:db8:2::/112', strategy: 'full' }], rate: { packetsPerSecond: 5000 } });
