@@ -2,6 +2,7 @@
 // job from its manifest (with the uid and blocklist the planner used), which gives them the very same target
 // space and order: nothing but the manifest travels.
 
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { parsePrefix } from './core/cidr.js';
 import { compileJob, type CompiledJob, type JobManifest } from './core/job.js';
@@ -24,6 +25,8 @@ export interface JobRecord {
   packetsPerSecond: number;
   /** Generation backend the workers report. */
   backend?: string;
+  /** Identifies the blocklist the job is compiled with (blocklistDigest). */
+  blocklistDigest: string;
 }
 
 export interface RegisterOptions {
@@ -43,6 +46,7 @@ export async function registerJob(redis: Redis, job: CompiledJob, options: Regis
       macKey: Buffer.from(options.macKey).toString('hex'),
       networkId: String(options.networkId),
       blocklist: JSON.stringify(options.blocklist),
+      blocklistDigest: blocklistDigest(options.blocklist),
       fullLimitBits: String(options.fullLimitBits),
       phase: 'Running',
       startTime: String(Date.now()),
@@ -92,6 +96,7 @@ export async function loadJob(redis: Redis, id: string, cache = new CompiledJobC
     nextShard: Number(h.nextShard ?? 0),
     cancelled: h.cancelled === '1',
     suspended: h.suspended === '1',
+    blocklistDigest: h.blocklistDigest ?? '',
     packetsPerSecond: Number(h.packetsPerSecond) || job.spec.rate.packetsPerSecond,
   };
   const start = num(h.startTime);
@@ -156,6 +161,19 @@ export async function finishShard(redis: Redis, id: string, shard: number, outco
   const counter: JobCounter = outcome === 'completed' ? 'shardsCompleted' : 'shardsFailed';
   const done = await redis.eval(FINISH, 3, `${keys.job(id)}:done`, keys.counters(id), keys.job(id), String(shard), counter, String(excluded), String(Date.now()));
   return done === 1;
+}
+
+/** Short digest of a blocklist: workers compare it at every checkpoint to notice a changed blocklist. */
+export function blocklistDigest(blocklist: readonly string[]): string {
+  return createHash('sha256').update(JSON.stringify(blocklist)).digest('hex').slice(0, 16);
+}
+
+/**
+ * Replaces a running job's blocklist (the operator's blocklist always wins, also over jobs planned before it
+ * changed): the planner and workers recompile the job, workers at their next checkpoint.
+ */
+export async function setJobBlocklist(redis: Redis, id: string, blocklist: readonly string[]): Promise<void> {
+  await setJobFields(redis, id, { blocklist: JSON.stringify(blocklist), blocklistDigest: blocklistDigest(blocklist) });
 }
 
 /** Changes what may change while a job runs; workers pick it up at their next checkpoint. */

@@ -12,7 +12,7 @@ import { compileJob, InvalidJobError, validateManifest, type CompiledJob, type H
 import { jobTagOf, macKeyFor, networkIdOf, networkKeyBytes } from '../lib/core/keys.js';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../lib/core/schema.js';
 import type { JobStatus, Phase } from '../lib/core/status.js';
-import { JobNotFoundError, loadJob, type JobRecord } from '../lib/jobstore.js';
+import { blocklistDigest, JobNotFoundError, loadJob, setJobBlocklist, type JobRecord } from '../lib/jobstore.js';
 import type { Logger } from '../lib/log.js';
 import { keys } from '../lib/keys.js';
 import { forgetJobMetrics, recordJobStatus, type Metrics } from '../lib/metrics.js';
@@ -196,6 +196,11 @@ export class Controller {
       record = planned.record;
     }
     const { spec } = obj;
+    if (record.blocklistDigest !== blocklistDigest(this.o.config.blocklist)) {
+      await setJobBlocklist(this.o.redis, key, this.o.config.blocklist);
+      this.o.logger.info({ job: key }, 'the blocklist changed; the job is recompiled with it');
+      record = await loadJob(this.o.redis, key, this.planner.compiled);
+    }
     if (record.suspended !== spec.suspend || record.packetsPerSecond !== spec.rate.packetsPerSecond) {
       await this.planner.control(key, { suspended: spec.suspend, packetsPerSecond: spec.rate.packetsPerSecond });
       this.o.logger.info({ job: key, suspend: spec.suspend, packetsPerSecond: spec.rate.packetsPerSecond }, 'job controls changed');

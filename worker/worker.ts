@@ -55,7 +55,7 @@ const SET_IF_EXISTS = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HS
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** What a worker learns about its job at each checkpoint. */
-type JobControl = { state: 'run'; packetsPerSecond: number } | { state: 'suspended' } | { state: 'stopped'; why: string };
+type JobControl = { state: 'run'; packetsPerSecond: number; blocklistDigest: string } | { state: 'suspended' } | { state: 'stopped'; why: string };
 
 export class ShardWorker {
   /** One BullMQ worker per queue this kind of worker reads (a GPU-capable one also takes `hardware: gpu` shards). */
@@ -98,9 +98,9 @@ export class ShardWorker {
   }
 
   /** The job's context; `tag` is the registered job's, so a job recreated under the same name is not served stale. */
-  private async context(id: string, tag: string): Promise<JobContext> {
+  private async context(id: string, tag: string, digest: string): Promise<JobContext> {
     const cached = this.contexts.get(id);
-    if (cached && jobTagHex(cached.record.job.tag) === tag) return cached;
+    if (cached && jobTagHex(cached.record.job.tag) === tag && cached.record.blocklistDigest === digest) return cached;
     if (cached) {
       this.contexts.delete(id);
       await cached.generator.close();
@@ -143,7 +143,12 @@ export class ShardWorker {
       logger.info({ job: id, shard: k, why: control.why }, 'shard dropped');
       return;
     }
-    const ctx = await this.context(id, shardTag);
+    if (control.state === 'suspended') {
+      // Parked again before anything is loaded: a suspended job costs one Redis round trip per recheck.
+      await bull.moveToDelayed(Date.now() + this.suspendRecheckMs, token);
+      throw new DelayedError();
+    }
+    const ctx = await this.context(id, shardTag, control.blocklistDigest);
     const { job } = ctx.record;
     const shard = shardAt(k, job.space.size, job.spec.shardSize);
     const saved = bull.progress as Partial<Checkpoint> | number;
@@ -179,6 +184,13 @@ export class ShardWorker {
         if (control.state === 'stopped') {
           logger.info({ job: id, shard: k, why: control.why }, 'shard abandoned');
           return;
+        }
+        if (control.state === 'run' && control.blocklistDigest !== ctx.record.blocklistDigest) {
+          // The operator's blocklist changed: hand the shard back at its checkpoint; it resumes recompiled.
+          await save();
+          await bull.moveToDelayed(Date.now(), token);
+          logger.info({ job: id, shard: k, ...cp }, 'blocklist changed; shard resumes with it');
+          throw new DelayedError();
         }
         if (control.state === 'suspended') {
           await save();
@@ -216,7 +228,7 @@ export class ShardWorker {
 
   /** The job's controls as the operator last set them; a job that is gone or cancelled stops its shards. */
   private async control(id: string, shardTag: string): Promise<JobControl> {
-    const [phase, cancelled, suspended, pps, tag] = await this.options.redis.hmget(keys.job(id), 'phase', 'cancelled', 'suspended', 'packetsPerSecond', 'tag');
+    const [phase, cancelled, suspended, pps, tag, digest] = await this.options.redis.hmget(keys.job(id), 'phase', 'cancelled', 'suspended', 'packetsPerSecond', 'tag', 'blocklistDigest');
     if (phase === null) return { state: 'stopped', why: 'job removed' };
     if (tag !== shardTag) return { state: 'stopped', why: `shard of an earlier job of this name (tag ${shardTag}, now ${tag})` };
     if (cancelled === '1') return { state: 'stopped', why: 'job cancelled' };
@@ -224,7 +236,7 @@ export class ShardWorker {
     const packetsPerSecond = Number(pps);
     // Never send uncapped: a job without a usable rate is not scanned.
     if (!(packetsPerSecond > 0)) return { state: 'stopped', why: `job has no valid packetsPerSecond (${pps})` };
-    return { state: 'run', packetsPerSecond };
+    return { state: 'run', packetsPerSecond, blocklistDigest: digest ?? '' };
   }
 
   private async onFailed(bull: Job<ShardData> | undefined, err: Error): Promise<void> {

@@ -280,6 +280,27 @@ describe('operator scenarios (in-process controller)', () => {
     expect(await redisKeysOf('blankkey')).toEqual([]);
   }, 40_000);
 
+  test('the operator\'s blocklist wins over running jobs too: a prefix added to it is not probed from then on', async () => {
+    const w = recordingWorker();
+    cleanups.push(w.stop);
+    const first = startController();
+    await first.started;
+    await createJob('optout', { targets: [{ prefix: '2001:db8:14::/116', strategy: 'full' }], rate: { packetsPerSecond: 1000 } }); // ~4 s
+    await waitFor(() => w.sends.length > 800, 20_000);
+    await first.controller.stop();
+    const blocked = (addr: string) => addr.startsWith('20010db800140000') && parseInt(addr.slice(-4), 16) >= 0x800; // …:800/117
+    const second = startController(parseOperatorConfig(`${CONFIG_YAML}\nblocklist: ["2001:db8:14::800/117"]\n`, 'test'));
+    cleanups.push(() => second.controller.stop());
+    await second.started;
+    await waitFor(async () => (await redis.hget(`widescan:job:${NS}/optout`, 'blocklist')) === '["2001:db8:14::800/117"]', 10_000);
+    const switched = Date.now();
+    await waitFor(async () => (await phase('optout')) === 'Succeeded', 30_000);
+    // Workers see the change at their next checkpoint (100 ms here): nothing blocked is sent after that.
+    expect(w.sends.filter((x) => x.t > switched + 500 && blocked(x.addr))).toEqual([]);
+    expect(w.sends.filter((x) => x.t > switched + 500).length).toBeGreaterThan(0);
+    expect((await getJob('optout')).status.excluded).toBeGreaterThan(0);
+  }, 60_000);
+
   test('delete mid-run: the finalizer stops probing and removes the job\'s Redis and BullMQ state', async () => {
     const { w } = await scenario();
     await createJob('doomed', { targets: [{ prefix: '2001:db8:2::/112', strategy: 'full' }], rate: { packetsPerSecond: 5000 } });
