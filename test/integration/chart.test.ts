@@ -621,7 +621,7 @@ describe('RBAC: exactly what the operator calls', () => {
         'cluster widescan.dev widescanjobs list', 'cluster widescan.dev widescanjobs watch', 'cluster widescan.dev widescanjobs patch',
         'cluster widescan.dev widescanjobs delete', 'cluster widescan.dev widescanjobs/status patch', 'cluster  secrets get', 'cluster  events create',
         'namespace  pods list', 'namespace  pods watch', 'namespace apps deployments get', 'namespace apps deployments create',
-        'namespace apps deployments update', 'namespace coordination.k8s.io leases get', 'namespace coordination.k8s.io leases create',
+        'namespace apps deployments update', 'namespace apps deployments patch', 'namespace coordination.k8s.io leases get', 'namespace coordination.k8s.io leases create',
         'namespace coordination.k8s.io leases update',
       ].sort(),
     );
@@ -640,6 +640,7 @@ describe('RBAC: exactly what the operator calls', () => {
     const e = env(container(one(objs, 'Deployment', 'widescan-operator'), 'operator'));
     expect(named('deployments', 'get').sort()).toEqual([poolDeploymentName('gpu'), poolDeploymentName('cpu'), e.WIDESCAN_OWNER_DEPLOYMENT!.value].sort());
     expect(named('deployments', 'update').sort()).toEqual([poolDeploymentName('gpu'), poolDeploymentName('cpu')].sort());
+    expect(named('deployments', 'patch').sort()).toEqual([poolDeploymentName('gpu'), poolDeploymentName('cpu')].sort());
     expect(named('leases', 'update')).toEqual([e.WIDESCAN_LEASE_NAME!.value]);
     expect(named('deployments', 'create')).toBeUndefined(); // create cannot be restricted by name
     const subjects = [...find(objs, 'RoleBinding'), ...find(objs, 'ClusterRoleBinding')].flatMap((b) => b.subjects);
