@@ -15,41 +15,53 @@ export function connectRedis(url: string, options: RedisOptions = {}): Redis {
 }
 
 export interface EmbeddedRedis {
+  /** A `redis://` URL, or the socket's path with `unixSocket` (both are what connectRedis takes). */
   url: string;
-  port: number;
   stop(): Promise<void>;
 }
 
+export interface EmbeddedRedisOptions {
+  binary?: string;
+  /**
+   * Listen on a Unix socket in the temporary directory instead of loopback TCP: processes in other network
+   * namespaces of this machine reach it through the file system, which network namespaces do not separate.
+   */
+  unixSocket?: boolean;
+}
+
 /**
- * Starts a private `redis-server` on a free loopback port, with no persistence and `noeviction` (BullMQ
- * must never lose a key), in a temporary directory removed by `stop()`.
+ * Starts a private `redis-server` on a free loopback port (or a Unix socket), with no persistence and
+ * `noeviction` (BullMQ must never lose a key), in a temporary directory removed by `stop()`.
  */
-export async function startEmbeddedRedis(binary = 'redis-server'): Promise<EmbeddedRedis> {
+export async function startEmbeddedRedis(options: EmbeddedRedisOptions = {}): Promise<EmbeddedRedis> {
   for (let attempt = 0; ; attempt++) {
-    const port = await freePort();
     const dir = mkdtempSync(join(tmpdir(), 'widescan-redis-'));
-    const child = spawn(binary, [
-      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--maxmemory-policy', 'noeviction', '--dir', dir, '--protected-mode', 'yes', '--loglevel', 'warning',
+    const socket = join(dir, 'redis.sock');
+    const port = options.unixSocket ? 0 : await freePort();
+    const listen = options.unixSocket
+      ? ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700']
+      : ['--port', String(port), '--bind', '127.0.0.1', '--protected-mode', 'yes'];
+    const child = spawn(options.binary ?? 'redis-server', [
+      ...listen, '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction', '--dir', dir, '--loglevel', 'warning',
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const where = options.unixSocket ? { path: socket } : { port, host: '127.0.0.1' };
     try {
-      await waitReady(child, port);
+      await waitReady(child, where);
     } catch (err) {
       child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
       // Another process may have taken the port between our probe and redis' bind: try another.
-      if (attempt < 3 && !(err as NodeJS.ErrnoException).code) continue;
+      if (!options.unixSocket && attempt < 3 && !(err as NodeJS.ErrnoException).code) continue;
       throw err;
     }
     return {
-      url: `redis://127.0.0.1:${port}`,
-      port,
+      url: options.unixSocket ? socket : `redis://127.0.0.1:${port}`,
       stop: () => stopChild(child, 3000).then(() => rmSync(dir, { recursive: true, force: true })),
     };
   }
 }
 
-async function waitReady(child: ChildProcess, port: number): Promise<void> {
+async function waitReady(child: ChildProcess, where: { path: string } | { port: number; host: string }): Promise<void> {
   let output = '';
   child.stdout?.on('data', (d) => (output += d));
   child.stderr?.on('data', (d) => (output += d));
@@ -60,7 +72,7 @@ async function waitReady(child: ChildProcess, port: number): Promise<void> {
   const deadline = Date.now() + 10_000;
   const ready = (async () => {
     while (Date.now() < deadline) {
-      const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      const client = new Redis({ ...where, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
       client.on('error', () => {});
       try {
         await client.connect();
@@ -73,7 +85,7 @@ async function waitReady(child: ChildProcess, port: number): Promise<void> {
         await new Promise((r) => setTimeout(r, 50));
       }
     }
-    throw new Error(`redis-server did not become ready on port ${port}: ${output.trim()}`);
+    throw new Error(`redis-server did not become ready on ${'path' in where ? where.path : `port ${where.port}`}: ${output.trim()}`);
   })();
   await Promise.race([ready, exited]);
 }

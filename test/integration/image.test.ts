@@ -15,7 +15,6 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join, posix, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { Redis } from 'ioredis';
 import { parse as parseYaml } from 'yaml';
 import { freePort, stopChild } from '../../lib/proc.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../lib/redis.js';
@@ -620,7 +619,7 @@ interface Running {
 let root: string;
 let app: string;
 let redis: EmbeddedRedis;
-let socketRedis: { path: string; stop(): Promise<void> };
+let socketRedis: EmbeddedRedis;
 let apiServer: ApiServer;
 const running: Running[] = [];
 
@@ -696,27 +695,6 @@ async function stopCleanly(r: Running): Promise<void> {
   expect({ code, signal }).toEqual({ code: 0, signal: null });
 }
 
-/** redis-server on a Unix socket: reachable from the private network namespaces too. */
-async function startSocketRedis(dir: string): Promise<{ path: string; stop(): Promise<void> }> {
-  const path = join(dir, 'redis.sock');
-  const child = spawn('redis-server', ['--port', '0', '--unixsocket', path, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction', '--dir', dir], { stdio: 'ignore' });
-  const ping = async () => {
-    if (!existsSync(path)) return false;
-    const c = new Redis(path, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    c.on('error', () => {});
-    try {
-      await c.connect();
-      return (await c.ping()) === 'PONG';
-    } catch {
-      return false;
-    } finally {
-      c.disconnect();
-    }
-  };
-  await eventually(ping, 10_000, 'redis-server on a Unix socket');
-  return { path, stop: () => stopChild(child, 3000) };
-}
-
 async function api(method: string, path: string, body?: unknown): Promise<{ code: number; body: KObject }> {
   const r = await fetch(apiServer.url + path, { method, headers: { authorization: `Bearer ${apiServer.token}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await r.text();
@@ -737,7 +715,7 @@ describe('every entrypoint, started from a replica of the final stage', () => {
     root = mkdtempSync(join(tmpdir(), 'widescan-image-'));
     chmodSync(root, 0o755); // uid 10001 reads /app, as in the image
     app = assembleFinalStage(root);
-    [redis, socketRedis, apiServer] = await Promise.all([startEmbeddedRedis(), startSocketRedis(mkdtempSync(join(tmpdir(), 'widescan-image-redis-'))), startApiServer()]);
+    [redis, socketRedis, apiServer] = await Promise.all([startEmbeddedRedis(), startEmbeddedRedis({ unixSocket: true }) /* reachable from the private network namespaces too */, startApiServer()]);
     const crd = parseYaml(readText('crds/widescanjobs.widescan.dev.yaml')) as KObject;
     expect((await api('POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', crd)).code).toBe(201);
     expect((await api('POST', '/api/v1/namespaces', { metadata: { name: 'widescan' } })).code).toBe(201);
@@ -746,7 +724,6 @@ describe('every entrypoint, started from a replica of the final stage', () => {
   afterAll(async () => {
     await Promise.all(running.map((r) => stopChild(r.child, 3000)));
     await Promise.all([redis?.stop(), socketRedis?.stop(), apiServer?.close()]);
-    if (socketRedis) rmSync(dirname(socketRedis.path), { recursive: true, force: true });
     if (root) rmSync(root, { recursive: true, force: true });
   });
 
@@ -809,7 +786,7 @@ describe('every entrypoint, started from a replica of the final stage', () => {
 
   test('worker: uid 0 with only NET_RAW, no privilege escalation, own network namespace; opens its raw socket, ready on Redis; SIGTERM → exit 0', async () => {
     const port = await freePort();
-    const r = start(['worker'], { WIDESCAN_REDIS_URL: socketRedis.path, WIDESCAN_HARDWARE: 'cpu', WIDESCAN_METRICS_PORT: String(port) }, 'netRaw');
+    const r = start(['worker'], { WIDESCAN_REDIS_URL: socketRedis.url, WIDESCAN_HARDWARE: 'cpu', WIDESCAN_METRICS_PORT: String(port) }, 'netRaw');
     expect(await waitLogged(r, 'worker started')).toMatchObject({ io: 'sendmmsg', hardware: 'cpu' });
     expect(procStatus(r.child.pid!)).toMatchObject({ uid: 0, capEff: CAP_NET_RAW, noNewPrivs: 1 });
     expect(procStatus(r.child.pid!).netns).not.toBe(ownNetns());
@@ -830,7 +807,7 @@ describe('every entrypoint, started from a replica of the final stage', () => {
     ['uid 0 without NET_RAW', 'rootNoCapabilities'],
     ['uid 10001 with NET_RAW added (no file capability, so it never reaches the process)', 'nonRootNetRaw'],
   ] as const)('no raw socket as %s: the worker fails at start with EPERM', async (_what, sandbox) => {
-    const r = start(['worker'], { WIDESCAN_REDIS_URL: socketRedis.path }, sandbox);
+    const r = start(['worker'], { WIDESCAN_REDIS_URL: socketRedis.url }, sandbox);
     const { code } = await r.exit;
     expect(code).not.toBe(0);
     expect(r.output()).toMatch(/EPERM|Operation not permitted/);

@@ -11,7 +11,7 @@
 // networking and StatefulSet kinds: schemaless stand-in CRDs give them a REST mapping, as in chart.test.ts.
 process.env.WIDESCAN_LOG_LEVEL ??= 'warn';
 
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,8 +19,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
 import type { Redis } from 'ioredis';
 import { stringify } from 'yaml';
-import { freePort, stopChild } from '../../lib/proc.js';
-import { connectRedis } from '../../lib/redis.js';
+import { freePort } from '../../lib/proc.js';
+import { connectRedis, startEmbeddedRedis, type EmbeddedRedis } from '../../lib/redis.js';
 import { labStatus, type LabInfo } from '../../testbed/lab.js';
 import { decodeProtobuf, startApiServer, type ApiServer, type KObject } from '../apiserver/server.js';
 import { eventually as waitFor } from '../helpers/cli.js';
@@ -34,7 +34,7 @@ const run = promisify(execFile);
 let lab: LabInfo | undefined;
 let srv: ApiServer;
 let kubelet: Kubelet | undefined;
-let redisServer: ChildProcess | undefined;
+let redisServer: EmbeddedRedis | undefined;
 let redis: Redis | undefined;
 let dir: string;
 
@@ -52,10 +52,9 @@ async function tool(bin: string, args: string[]): Promise<{ ok: boolean; out: st
 beforeAll(async () => {
   lab = await startLab();
   dir = mkdtempSync(join(tmpdir(), 'widescan-journey-'));
-  const socket = join(dir, 'redis.sock');
-  redisServer = spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction', '--dir', dir], { stdio: 'ignore' });
+  redisServer = await startEmbeddedRedis({ unixSocket: true });
+  const socket = redisServer.url;
   redis = connectRedis(socket);
-  await waitFor(async () => (await redis!.ping().catch(() => '')) === 'PONG', 10_000, 'redis-server');
   srv = await startApiServer({ tls: true });
   const { store } = srv;
   for (const ns of [NS, 'scans']) store.create(store.type('', 'namespaces'), 'v1', '', { metadata: { name: ns } });
@@ -88,7 +87,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await kubelet?.stop();
   redis?.disconnect();
-  if (redisServer) await stopChild(redisServer, 3000);
+  await redisServer?.stop();
   await srv?.close();
   await stopLab(lab);
   if (dir) rmSync(dir, { recursive: true, force: true });

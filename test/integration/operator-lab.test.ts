@@ -5,18 +5,14 @@
 // applied as is ends Succeeded with exactly the lab's live population in the bootstrap.
 process.env.WIDESCAN_LOG_LEVEL ??= 'warn';
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
 import * as k8s from '@kubernetes/client-node';
 import type { Redis } from 'ioredis';
 import { parse } from 'yaml';
 import { createLogger } from '../../lib/log.js';
 import { createMetrics } from '../../lib/metrics.js';
-import { stopChild } from '../../lib/proc.js';
-import { connectRedis } from '../../lib/redis.js';
+import { connectRedis, startEmbeddedRedis, type EmbeddedRedis } from '../../lib/redis.js';
 import { parseOperatorConfig } from '../../operator/config.js';
 import { Controller } from '../../operator/controller.js';
 import { labStatus, type LabInfo } from '../../testbed/lab.js';
@@ -31,10 +27,9 @@ const TOKEN = 'lab-listener-token';
 let lab: LabInfo | undefined;
 let srv: ApiServer;
 let kubelet: Kubelet | undefined;
-let redisServer: ChildProcess;
+let redisServer: EmbeddedRedis | undefined;
 let redis: Redis;
 let controller: Controller | undefined;
-let dir: string;
 let socket: string;
 
 async function api(method: string, path: string, body?: unknown): Promise<{ code: number; body: KObject }> {
@@ -48,13 +43,11 @@ const labels = (component: string) => ({ 'app.kubernetes.io/name': 'widescan', '
 
 beforeAll(async () => {
   lab = await startLab();
-  dir = mkdtempSync(join(tmpdir(), 'widescan-oplab-'));
   // Redis on a Unix socket: processes in the lab's namespace reach it through the file system, which network
   // namespaces do not separate (TCP on the test's loopback would not be reachable from there).
-  socket = join(dir, 'redis.sock');
-  redisServer = spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction', '--dir', dir], { stdio: 'ignore' });
+  redisServer = await startEmbeddedRedis({ unixSocket: true });
+  socket = redisServer.url;
   redis = connectRedis(socket);
-  await waitFor(async () => (await redis.ping().catch(() => '')) === 'PONG', 10_000, 'redis-server');
   srv = await startApiServer({ bookmarkIntervalMs: 1000 });
   const crd = parse(readFileSync('crds/widescanjobs.widescan.dev.yaml', 'utf8')) as KObject;
   expect((await api('POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', crd)).code).toBe(201);
@@ -140,10 +133,9 @@ afterAll(async () => {
   await controller?.stop();
   await kubelet?.stop();
   redis?.disconnect();
-  if (redisServer) await stopChild(redisServer, 3000);
+  await redisServer?.stop();
   await srv?.close();
   await stopLab(lab);
-  if (dir) rmSync(dir, { recursive: true, force: true });
 }, 60_000);
 
 const condition = (o: KObject, type: string) => (o.status?.conditions as KObject[] | undefined)?.find((c) => c.type === type);
