@@ -4,7 +4,7 @@
 
 import type { Redis } from 'ioredis';
 import type { JobStatus } from '../lib/core/status.js';
-import { CompiledJobCache, JobNotFoundError, loadJob, readCounters, statusOf } from '../lib/jobstore.js';
+import { CompiledJobCache, findJob, readCounters, statusOf } from '../lib/jobstore.js';
 import { keys } from '../lib/keys.js';
 import type { Logger } from '../lib/log.js';
 
@@ -32,10 +32,10 @@ export class JobReader {
 
   private async read(id: string, nowMs: number): Promise<JobSummary | null> {
     try {
-      const [record, counters] = await Promise.all([loadJob(this.redis, id, this.compiled), readCounters(this.redis, id)]);
+      const [record, counters] = await Promise.all([findJob(this.redis, id, this.compiled), readCounters(this.redis, id)]);
+      if (!record) return null; // removed between SMEMBERS and HGETALL
       return { id, ...statusOf(record, counters, nowMs) };
     } catch (err) {
-      if (err instanceof JobNotFoundError) return null; // removed between SMEMBERS and HGETALL
       if (isRedisError(err)) throw err; // the whole list is unavailable, not this job
       this.logger.warn({ err, job: id }, 'cannot read job for /api/v1/jobs; left out');
       return null;

@@ -109,6 +109,16 @@ export async function loadJob(redis: Redis, id: string, cache = new CompiledJobC
   return record;
 }
 
+/** The job's record, or undefined when it is not (or no longer) registered. */
+export async function findJob(redis: Redis, id: string, cache?: CompiledJobCache): Promise<JobRecord | undefined> {
+  try {
+    return await loadJob(redis, id, cache);
+  } catch (err) {
+    if (err instanceof JobNotFoundError) return undefined;
+    throw err;
+  }
+}
+
 /** The job's `status`, from its record and counters; `phase`/`completionTimeMs` override the stored ones. */
 export function statusOf(record: JobRecord, counters: JobCounters, nowMs: number, phase = record.phase, completionTimeMs = record.completionTimeMs): JobStatus {
   const inFlight = record.nextShard - counters.shardsCompleted - counters.shardsFailed;

@@ -12,7 +12,7 @@ import { compileJob, InvalidJobError, validateManifest, type CompiledJob, type H
 import { jobTagOf, macKeyFor, networkIdOf, networkKeyBytes } from '../lib/core/keys.js';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../lib/core/schema.js';
 import type { JobStatus, Phase } from '../lib/core/status.js';
-import { blocklistDigest, JobNotFoundError, loadJob, setJobBlocklist, type JobRecord } from '../lib/jobstore.js';
+import { blocklistDigest, findJob, loadJob, setJobBlocklist, type JobRecord } from '../lib/jobstore.js';
 import type { Logger } from '../lib/log.js';
 import { keys } from '../lib/keys.js';
 import { forgetJobMetrics, recordJobStatus, type Metrics } from '../lib/metrics.js';
@@ -241,14 +241,8 @@ export class Controller {
 
   /** The job's Redis record, if it is this object's (a record of an earlier object of the same name is removed). */
   private async record(key: string, obj: WidescanJobObject): Promise<JobRecord | undefined> {
-    let record: JobRecord;
-    try {
-      record = await loadJob(this.o.redis, key, this.planner.compiled);
-    } catch (err) {
-      if (err instanceof JobNotFoundError) return undefined;
-      throw err;
-    }
-    if (record.job.uid === obj.metadata.uid) return record;
+    const record = await findJob(this.o.redis, key, this.planner.compiled);
+    if (!record || record.job.uid === obj.metadata.uid) return record;
     this.o.logger.info({ job: key, stale: record.job.uid }, 'removing the state of an earlier job of the same name');
     if (!(await this.planner.remove(key, record.job.tag))) throw new Error(`the earlier job ${key} (uid ${record.job.uid}) still has active shards`);
     return undefined;
@@ -349,10 +343,7 @@ export class Controller {
   private async finalize(obj: WidescanJobObject): Promise<{ requeueAfterMs?: number } | void> {
     const key = `${obj.metadata.namespace}/${obj.metadata.name}`;
     if (!obj.metadata.finalizers?.includes(FINALIZER)) return;
-    const record = await loadJob(this.o.redis, key, this.planner.compiled).catch((err: unknown) => {
-      if (err instanceof JobNotFoundError) return undefined;
-      throw err;
-    });
+    const record = await findJob(this.o.redis, key, this.planner.compiled);
     // A record of another object of the same name is not ours to remove.
     if (!record || record.job.uid === obj.metadata.uid) {
       if (!(await this.planner.remove(key, jobTagOf(obj.metadata.uid)))) return { requeueAfterMs: CLEANUP_RETRY_MS };
