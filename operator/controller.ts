@@ -20,6 +20,7 @@ import { ShardQueues } from '../lib/queue.js';
 import type { OperatorConfig } from './config.js';
 import { changedFixedFields, FINALIZER, jobConditions, nextStatus, phaseEvent, statusChanged, ttlRemainingMs, type WrittenStatus } from './decisions.js';
 import { createInformer, type Informer } from './informer.js';
+import { apiErrorSummary, apiStatus } from './apierror.js';
 import { Planner, windowFor } from './planner.js';
 import { gpuUnschedulableSince, listenerGaps, planPools, poolDeployment, readyWorkers, type Demand, type PoolName, type PoolPlan } from './pools.js';
 import { runWorkers, WorkQueue } from './workqueue.js';
@@ -63,17 +64,6 @@ interface JobDemand {
 }
 
 const isFinished = (p: Phase | undefined) => p === 'Succeeded' || p === 'Failed';
-const httpCode = (err: unknown): number | undefined => (err as { code?: number }).code;
-/** client-node's ApiException messages carry headers and the body JSON twice; the Status message is what tells. */
-function apiErrorSummary(err: unknown): unknown {
-  const body = (err as { body?: unknown }).body;
-  if (typeof body !== 'string') return err;
-  try {
-    return { code: httpCode(err), message: (JSON.parse(body) as { message?: string }).message };
-  } catch {
-    return { code: httpCode(err), message: body.slice(0, 300) };
-  }
-}
 
 export class Controller {
   private readonly jobs: Informer<WidescanJobObject>;
@@ -141,7 +131,7 @@ export class Controller {
       concurrency: this.o.concurrency ?? 4,
       onError: (key, err, retries) => {
         // A 409 means our cached copy was stale: routine, retried with the fresh object.
-        if (httpCode(err) === 409) this.o.logger.debug({ key, retries }, 'conflict; retrying with the fresh object');
+        if (apiStatus(err) === 409) this.o.logger.debug({ key, retries }, 'conflict; retrying with the fresh object');
         else this.o.logger.warn({ key, err: apiErrorSummary(err), retries }, 'reconcile failed; retrying with backoff');
       },
     });
@@ -304,7 +294,7 @@ export class Controller {
       if (!value) return { waiting: `Secret ${obj.metadata.namespace}/${ref.name} has no key ${JSON.stringify(ref.key)}` };
       return { key: Buffer.from(value, 'base64').toString('utf8').trim() };
     } catch (err) {
-      if (httpCode(err) === 404) return { waiting: `Secret ${obj.metadata.namespace}/${ref.name} (spec.networkKeySecretRef) does not exist` };
+      if (apiStatus(err) === 404) return { waiting: `Secret ${obj.metadata.namespace}/${ref.name} (spec.networkKeySecretRef) does not exist` };
       throw err;
     }
   }
@@ -335,7 +325,7 @@ export class Controller {
     await this.custom
       .deleteNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace: obj.metadata.namespace, name: obj.metadata.name, body: { preconditions: { uid: obj.metadata.uid } } })
       .catch((err: unknown) => {
-        if (httpCode(err) !== 404 && httpCode(err) !== 409) throw err;
+        if (apiStatus(err) !== 404 && apiStatus(err) !== 409) throw err;
       });
   }
 
@@ -351,7 +341,7 @@ export class Controller {
     this.forgetJob(key);
     await this.patchJob(obj, { metadata: { finalizers: obj.metadata.finalizers.filter((f) => f !== FINALIZER), resourceVersion: obj.metadata.resourceVersion } }).catch((err: unknown) => {
       // Gone already: an earlier pass released it and the cache had not caught up.
-      if (httpCode(err) !== 404) throw err;
+      if (apiStatus(err) !== 404) throw err;
     });
     this.o.logger.info({ job: key }, 'job state removed; finalizer released');
   }
@@ -476,7 +466,7 @@ export class Controller {
     try {
       current = await this.apps.readNamespacedDeployment({ name, namespace });
     } catch (err) {
-      if (httpCode(err) !== 404) throw err;
+      if (apiStatus(err) !== 404) throw err;
       await this.apps.createNamespacedDeployment({ namespace, body: desired });
       this.o.logger.info({ deployment: name, replicas: desired.spec?.replicas }, 'worker pool created');
       return;

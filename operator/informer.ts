@@ -14,6 +14,7 @@
 
 import { randomInt } from 'node:crypto';
 import { ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
+import { apiStatus } from './apierror.js';
 
 export type InformerEventType = 'add' | 'update' | 'delete' | 'resync';
 
@@ -91,10 +92,6 @@ type WatchCallback = Parameters<Watch['watch']>[2];
 type WatchDone = Parameters<Watch['watch']>[3];
 type Connect = (path: string, params: Record<string, string | number | boolean | undefined>, cb: WatchCallback, done: WatchDone) => Promise<AbortController>;
 
-const is410 = (err: unknown): boolean => {
-  const e = err as { statusCode?: unknown; code?: unknown } | null | undefined;
-  return e?.statusCode === 410 || e?.code === 410;
-};
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const hasName = (obj: unknown): obj is KubernetesObject =>
@@ -352,7 +349,7 @@ class ResilientInformer<T extends KubernetesObject> implements Informer<T> {
   private onWatchDone(gen: number, err: unknown, productive: boolean, lastedMs: number, passOn: () => void): void {
     if (!this.isCurrent(gen)) return; // a retired watch: its ListWatch stays stopped
     // Errors other than 410 stop ListWatch, which then reports them to onFailure.
-    if (err && !is410(err)) return passOn();
+    if (err && apiStatus(err) !== 410) return passOn();
     // A clean end or a 410: ListWatch would re-watch (or relist) at once. That is right after a healthy
     // watch; after a short empty one it is how a tight loop starts, so from the second in a row, back off.
     if (productive || lastedMs >= HEALTHY_WATCH_MS) return passOn();

@@ -7,6 +7,7 @@
 import { performance } from 'node:perf_hooks';
 import * as k8s from '@kubernetes/client-node';
 import { pino, type Logger } from 'pino';
+import { apiStatus } from './apierror.js';
 
 /** The election fields of a Lease spec as read: anything may be missing or malformed. */
 export interface ObservedLease {
@@ -137,12 +138,6 @@ function checkName(name: string, v: unknown): string {
   if (typeof v !== 'string' || v.trim() === '') throw new TypeError(`LeaderElector: ${name} must be a non-empty string, got ${JSON.stringify(v)}`);
   return v;
 }
-
-/** The HTTP status of a client-node ApiException (network errors carry string codes and give undefined). */
-const statusCode = (e: unknown): number | undefined => {
-  const code = (e as { code?: unknown } | null)?.code;
-  return typeof code === 'number' ? code : undefined;
-};
 
 /** client-node 1.3 hands MicroTime fields back as the raw strings (it has no deserializer for them). */
 function timeField(v: unknown): string | undefined {
@@ -293,7 +288,7 @@ export class LeaderElector {
     try {
       current = await this.api.readNamespacedLease({ name: this.opts.name, namespace: this.opts.namespace });
     } catch (e) {
-      if (statusCode(e) !== 404) throw e;
+      if (apiStatus(e) !== 404) throw e;
     }
     if (this.state !== 'running') return;
     const nowMs = performance.now();
@@ -311,7 +306,7 @@ export class LeaderElector {
       else await this.write(d.spec, current!);
     } catch (e) {
       // 409 (AlreadyExists on create, Conflict on replace): another candidate wrote first; read again next period.
-      if (statusCode(e) === 409) return void this.log.debug({ action: d.action }, 'lost the race for the lease');
+      if (apiStatus(e) === 409) return void this.log.debug({ action: d.action }, 'lost the race for the lease');
       throw e;
     }
     if (this.leading) this.renewed(nowMs);
