@@ -97,14 +97,17 @@ export class ShardWorker {
     this.contexts.clear();
   }
 
+  private async dropContext(id: string): Promise<void> {
+    const ctx = this.contexts.get(id);
+    this.contexts.delete(id);
+    await ctx?.generator.close();
+  }
+
   /** The job's context; `tag` is the registered job's, so a job recreated under the same name is not served stale. */
   private async context(id: string, tag: string, digest: string): Promise<JobContext> {
     const cached = this.contexts.get(id);
     if (cached && jobTagHex(cached.record.job.tag) === tag && cached.record.blocklistDigest === digest) return cached;
-    if (cached) {
-      this.contexts.delete(id);
-      await cached.generator.close();
-    }
+    if (cached) await this.dropContext(id);
     const record = await loadJob(this.options.redis, id);
     const { job } = record;
     const writer = new ProbeWriter({
@@ -123,11 +126,7 @@ export class ShardWorker {
     // Only into a job that still exists: a key written after the finalizer's clean-up would never go away.
     await this.options.redis.eval(SET_IF_EXISTS, 1, keys.job(id), 'backend', generator.backend);
     // A long-lived worker sees many jobs; keep the most recent few.
-    if (this.contexts.size >= 16) {
-      const [oldest, old] = this.contexts.entries().next().value as [string, JobContext];
-      this.contexts.delete(oldest);
-      await old.generator.close();
-    }
+    if (this.contexts.size >= 16) await this.dropContext(this.contexts.keys().next().value as string);
     this.contexts.set(id, ctx);
     return ctx;
   }
@@ -167,6 +166,13 @@ export class ShardWorker {
       unsaved = { sent: 0, errors: 0 };
       lastSave = Date.now();
     };
+    // Hands the shard back to BullMQ's delayed set with its checkpoint, without using up an attempt.
+    const park = async (delayMs: number, why: string): Promise<never> => {
+      await save();
+      await bull.moveToDelayed(Date.now() + delayMs, token);
+      logger.info({ job: id, shard: k, why, ...cp }, 'shard parked');
+      throw new DelayedError();
+    };
 
     io.setHopLimit(job.spec.probe.hopLimit);
     for (; cp.pass < passes; cp.pass++, cp.position = shard.start) {
@@ -185,20 +191,9 @@ export class ShardWorker {
           logger.info({ job: id, shard: k, why: control.why }, 'shard abandoned');
           return;
         }
-        if (control.state === 'run' && control.blocklistDigest !== ctx.record.blocklistDigest) {
-          // The operator's blocklist changed: hand the shard back at its checkpoint; it resumes recompiled.
-          await save();
-          await bull.moveToDelayed(Date.now(), token);
-          logger.info({ job: id, shard: k, ...cp }, 'blocklist changed; shard resumes with it');
-          throw new DelayedError();
-        }
-        if (control.state === 'suspended') {
-          await save();
-          // Parked with its checkpoint, without using up an attempt; looked at again after the recheck delay.
-          await bull.moveToDelayed(Date.now() + this.suspendRecheckMs, token);
-          logger.debug({ job: id, shard: k, ...cp }, 'job suspended; shard parked');
-          throw new DelayedError();
-        }
+        // The operator's blocklist changed: the shard resumes at once, recompiled with it.
+        if (control.state === 'run' && control.blocklistDigest !== ctx.record.blocklistDigest) return park(0, 'blocklist changed');
+        if (control.state === 'suspended') return park(this.suspendRecheckMs, 'job suspended');
         // Tokens first, then generate: the send time in each probe's MAC (its RTT) is the time it leaves.
         const grant = await ctx.bucket.take(Math.min(ctx.batch.capacity, shard.end - cp.position), control.packetsPerSecond);
         if (grant.granted === 0) {
