@@ -219,7 +219,8 @@ export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult
     const tick = async () => {
       const s = await planner.tick(job.id);
       recordJobStatus(metrics, job.id, s);
-      for (const [state, n] of Object.entries(await queues.depth())) metrics.queueDepth.set({ state }, n);
+      // Queue counts cost Redis round trips every tick: only when someone scrapes them.
+      if (o.metricsPort) for (const [state, n] of Object.entries(await queues.depth())) metrics.queueDepth.set({ state }, n);
       return s;
     };
     const progress = new Progress(o.progress, job.totalShards);
