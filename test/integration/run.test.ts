@@ -187,6 +187,10 @@ describe('widescan run refuses bad input before starting anything', () => {
   test('usage errors exit 2, infrastructure errors exit 1', async () => {
     expect((await runCli(['run', 'examples/lab.yaml', '--output', 'peers.txt'])).code).toBe(2);
     expect((await runCli(['run', 'examples/lab.yaml', '--workers', '0'])).code).toBe(2);
+    const ports = await runCli(['run', 'examples/lab.yaml', '--metrics-port', '65530', '--workers', '8']);
+    expect(ports.code).toBe(2);
+    expect(ports.stderr).toMatch(/--metrics-port 65530: the workers' ports 65532…65539 must stay below 65536/);
+    expect((await runCli(['run', 'examples/lab.yaml', '--metrics-port', 'lots'])).code).toBe(2);
     expect((await runCli(['run', '/nonexistent/job.yaml'])).code).toBe(2);
     expect((await runCli(['frobnicate'])).code).toBe(2);
     const r = await runCli(['run', 'examples/lab.yaml', '--redis', 'redis://127.0.0.1:1']);
