@@ -10,10 +10,9 @@
 # base together with an override to it). Both stages use the same BASE, so the native addons are compiled against the
 # glibc and Node ABI they run with.
 #
-# GPU workers (issue 5, not built here) need glibc >= 2.38 (trixie has 2.41) and the NVIDIA Vulkan ICD, which
-# the NVIDIA container toolkit mounts from the host driver when NVIDIA_DRIVER_CAPABILITIES includes
-# `graphics`; the image then needs the Vulkan loader. Build that variant with --build-arg BASE=<an image with
-# the same Node version, glibc >= 2.38 and libvulkan1>.
+# GPU workers run the same image: Dawn (npm package webgpu) needs glibc >= 2.38 (trixie has 2.41) and the
+# Vulkan loader (libvulkan1, installed below); the NVIDIA container toolkit mounts the driver's Vulkan ICD
+# from the host when NVIDIA_DRIVER_CAPABILITIES includes `graphics`, which the operator sets on the GPU pool.
 ARG BASE=node:22.23.3-trixie-slim
 
 FROM ${BASE} AS build
@@ -45,11 +44,14 @@ COPY cli/ cli/
 COPY testbed/ testbed/
 # Our sendmmsg/recvmmsg addon through the root install script (whose `|| echo` fallback suits developer
 # machines; an image must have the addon, hence `test -f`), TypeScript to dist/ (with the panel's static
-# files), then the dev dependencies go.
+# files), then the dev dependencies go, and the webgpu package's Dawn builds for other platforms (~130 MB).
 RUN npm run install \
     && test -f native/build/Release/icmp6.node \
     && npm run build \
-    && npm prune --omit=dev --no-audit --no-fund
+    && npm prune --omit=dev --no-audit --no-fund \
+    && keep="$(node -p 'process.platform + "-" + process.arch')" \
+    && test -f "node_modules/webgpu/dist/${keep}/dawn.node" \
+    && find node_modules/webgpu/dist -mindepth 1 -maxdepth 1 -type d ! -name "${keep}" -exec rm -rf {} +
 
 FROM ${BASE}
 ARG BASE
@@ -62,9 +64,14 @@ LABEL org.opencontainers.image.title="widescan" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.base.name="${BASE}"
 ENV NODE_ENV=production
-# The default user: unprivileged, numeric (so runAsNonRoot can verify it). The files below stay root-owned,
-# so the process cannot change its own code.
-RUN groupadd --system --gid 10001 widescan \
+# The Vulkan loader, through which Dawn reaches the GPU driver (GPU workers; harmless elsewhere; not pinned,
+# as above). The default user: unprivileged, numeric (so runAsNonRoot can verify it). The files below stay
+# root-owned, so the process cannot change its own code.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libvulkan1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 widescan \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin widescan
 WORKDIR /app

@@ -14,6 +14,7 @@ import { startListenerService } from '../listener/service.js';
 import { defaultPeerCommand, testbedCommand } from '../testbed/command.js';
 import { peersCommand } from './peers.js';
 import { networkSecretFrom, runJob } from './run.js';
+import { chooseBackend, gpuProbe, GpuUnavailableError } from '../worker/backends.js';
 
 const EXIT_FAILURE = 1;
 const EXIT_INVALID = 2;
@@ -134,6 +135,15 @@ program
     if (o.output && !/\.(ndjson|csv)$/.test(o.output)) throw new ExitError(EXIT_INVALID, `--output ${o.output}: use a file name ending in .ndjson or .csv`);
     const blocklist = readBlocklist(o.blocklist);
     const job = compileFile(file, blocklist, o.fullLimitBits);
+    // `hardware: gpu` on a machine without a usable GPU: refused before anything starts.
+    if (job.spec.hardware === 'gpu') {
+      try {
+        chooseBackend('gpu', await gpuProbe());
+      } catch (err) {
+        if (err instanceof GpuUnavailableError) throw new ExitError(EXIT_INVALID, err.message);
+        throw err;
+      }
+    }
     process.stderr.write(`${describe(job)}\n`);
     const { status, peers, sendSeconds } = await runJob(job, {
       redis: o.redis,

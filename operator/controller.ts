@@ -22,7 +22,7 @@ import { changedFixedFields, FINALIZER, jobConditions, nextStatus, phaseEvent, s
 import { createInformer, type Informer } from './informer.js';
 import { apiErrorSummary, apiStatus } from './apierror.js';
 import { Planner, windowFor } from './planner.js';
-import { gpuUnschedulableSince, listenerGaps, planPools, poolDeployment, readyWorkers, type Demand, type PoolName, type PoolPlan } from './pools.js';
+import { gpuUnavailable, gpuUnschedulableSince, listenerGaps, planPools, poolDeployment, readyWorkers, type Demand, type PoolName, type PoolPlan } from './pools.js';
 import { runWorkers, WorkQueue } from './workqueue.js';
 
 /* A WidescanJob as the API returns it. */
@@ -425,6 +425,7 @@ export class Controller {
       demand,
       pools: this.o.config.pools,
       gpuUnschedulableSinceMs: gpuUnschedulableSince(pods),
+      gpuUnavailable: gpuUnavailable(pods),
       fallbackAfterMs: this.o.config.fallbackAfterSeconds * 1000,
       nowMs: Date.now(),
     });

@@ -3,6 +3,7 @@
 // does the I/O; everything deciding what to do is here, so that it can be tested exhaustively.
 
 import type { V1Deployment, V1EnvVar, V1OwnerReference, V1Pod, V1PodCondition } from '@kubernetes/client-node';
+import { EXIT_GPU_UNAVAILABLE } from '../lib/core/job.js';
 import { GPU_RESOURCE, type OperatorConfig, type PoolSettings } from './config.js';
 
 export type PoolName = 'gpu' | 'cpu';
@@ -31,7 +32,7 @@ export interface PoolPlan {
    * Whether `auto` jobs are served by the CPU pool, and why. Set whenever the GPU pool cannot serve them,
    * also when the CPU pool is disabled too (then the message says that auto jobs wait).
    */
-  fallback?: { reason: 'GPUPoolDisabled' | 'GPUUnschedulable'; message: string };
+  fallback?: { reason: 'GPUPoolDisabled' | 'GPUUnschedulable' | 'GPUUnavailable'; message: string };
   /** Set when `hardware: gpu` jobs cannot run (GPU pool disabled or max 0). */
   gpuBlocked?: string;
   /** Set when `hardware: cpu` jobs cannot run (CPU pool disabled or max 0). */
@@ -43,6 +44,8 @@ export interface PlanInput {
   pools: OperatorConfig['pools'];
   /** From `gpuUnschedulableSince`: since when a GPU worker pod has been waiting for a node. */
   gpuUnschedulableSinceMs?: number;
+  /** From `gpuUnavailable`: why scheduled GPU worker pods cannot use their GPU. */
+  gpuUnavailable?: string;
   fallbackAfterMs: number;
   nowMs: number;
 }
@@ -66,7 +69,7 @@ function checkCount(value: number, what: string): void {
 
 /** Replicas per pool for the current backlog, and whether `auto` jobs fall back to the CPU pool. */
 export function planPools(input: PlanInput): PoolPlan {
-  const { demand, pools, gpuUnschedulableSinceMs: since, fallbackAfterMs, nowMs } = input;
+  const { demand, pools, gpuUnschedulableSinceMs: since, gpuUnavailable, fallbackAfterMs, nowMs } = input;
   for (const k of ['auto', 'gpu', 'cpu'] as const) checkCount(demand[k], `demand.${k}`);
   const gpuProblem = unusable('gpu', pools.gpu);
   const cpuProblem = unusable('cpu', pools.cpu);
@@ -75,6 +78,9 @@ export function planPools(input: PlanInput): PoolPlan {
   const outcome = cpuProblem ? `${cpuProblem} too, so auto jobs wait` : 'auto jobs run on the CPU pool';
   if (gpuProblem) {
     plan.fallback = { reason: 'GPUPoolDisabled', message: `${gpuProblem}; ${outcome}` };
+  } else if (gpuUnavailable !== undefined) {
+    // Conclusive at once: the worker itself found no usable GPU, waiting longer changes nothing.
+    plan.fallback = { reason: 'GPUUnavailable', message: `${gpuUnavailable}; ${outcome}` };
   } else if (since !== undefined && nowMs - since >= fallbackAfterMs) {
     const waited = Math.floor((nowMs - since) / 1000);
     plan.fallback = {
@@ -87,6 +93,7 @@ export function planPools(input: PlanInput): PoolPlan {
   plan.replicas.gpu = replicasFor(pools.gpu, demand.gpu + demand.auto);
   plan.replicas.cpu = replicasFor(pools.cpu, demand.cpu + (plan.fallback ? demand.auto : 0));
   if (gpuProblem) plan.gpuBlocked = `hardware: gpu jobs cannot run: ${gpuProblem}; enable it or use hardware: auto`;
+  else if (gpuUnavailable !== undefined) plan.gpuBlocked = `hardware: gpu jobs cannot run: ${gpuUnavailable}; fix the GPU nodes' driver, or use hardware: auto`;
   if (cpuProblem) plan.cpuBlocked = `hardware: cpu jobs cannot run: ${cpuProblem}; enable it or use hardware: auto`;
   return plan;
 }
@@ -107,6 +114,30 @@ function timeMs(t: Date | string | undefined): number | undefined {
   if (t == null) return undefined;
   const ms = new Date(t).getTime();
   return Number.isNaN(ms) ? undefined : ms;
+}
+
+/**
+ * Why GPU worker pods cannot use their GPU: the newest pod whose worker exited with EXIT_GPU_UNAVAILABLE
+ * (at start, finding no usable WebGPU adapter), with its termination message; undefined if none did. A pod
+ * whose worker is ready again is not counted.
+ */
+export function gpuUnavailable(pods: V1Pod[]): string | undefined {
+  let found: { ms: number; text: string } | undefined;
+  for (const pod of pods) {
+    if (pod.metadata?.labels?.[POOL_LABEL] !== 'gpu' || beingDeleted(pod)) continue;
+    for (const c of pod.status?.containerStatuses ?? []) {
+      // Running is not enough: a restarted worker probes its GPU again first (and likely exits again); it
+      // serves /readyz only once past that check, so only a ready one has a usable GPU.
+      if (c.ready) continue;
+      const t = c.state?.terminated ?? c.lastState?.terminated;
+      if (t?.exitCode !== EXIT_GPU_UNAVAILABLE) continue;
+      const ms = timeMs(t.finishedAt) ?? 0;
+      const where = pod.spec?.nodeName ? ` on node ${pod.spec.nodeName}` : '';
+      const text = `GPU worker pod ${pod.metadata?.name ?? '?'}${where} found no usable GPU${t.message ? ` (${t.message.trim().slice(0, 300)})` : ''}`;
+      if (found === undefined || ms > found.ms) found = { ms, text };
+    }
+  }
+  return found?.text;
 }
 
 /** Since when (ms) the longest-waiting GPU worker pod has been unschedulable; undefined if none is. */
@@ -136,12 +167,18 @@ export function listenerGaps(pods: V1Pod[], listenerSelector: Record<string, str
     if (!node || beingDeleted(pod)) continue;
     if (hasLabels(pod, listenerSelector)) {
       if (isReady(pod)) covered.add(node);
-    } else if (hasLabels(pod, WORKER_SELECTOR) && pod.status?.phase === 'Running') {
+    } else if (hasLabels(pod, WORKER_SELECTOR) && pod.status?.phase === 'Running' && workerRuns(pod)) {
       probing.add(node);
     }
   }
   return [...probing].filter((n) => !covered.has(n)).sort();
 }
+
+/** A crash-looping worker (a GPU pod without a usable GPU) sends nothing: it needs no listener. */
+const workerRuns = (pod: V1Pod): boolean => {
+  const statuses = pod.status?.containerStatuses;
+  return statuses === undefined || statuses.some((c) => c.state?.running !== undefined);
+};
 
 /** Ready worker pods per pool (pods being deleted are leaving and not counted). */
 export function readyWorkers(pods: V1Pod[]): Record<PoolName, number> {
@@ -160,6 +197,8 @@ function workerEnv(config: OperatorConfig, pool: PoolName): V1EnvVar[] {
     ['WIDESCAN_HARDWARE', { name: 'WIDESCAN_HARDWARE', value: pool }],
     ['WIDESCAN_METRICS_PORT', { name: 'WIDESCAN_METRICS_PORT', value: String(config.workerMetricsPort) }],
   ]);
+  // WebGPU runs on the driver's Vulkan ICD, which the NVIDIA container toolkit mounts only with `graphics`.
+  if (pool === 'gpu') env.set('NVIDIA_DRIVER_CAPABILITIES', { name: 'NVIDIA_DRIVER_CAPABILITIES', value: 'compute,utility,graphics' });
   for (const e of config.workerEnv) env.set(e.name, structuredClone(e));
   return [...env.values()];
 }

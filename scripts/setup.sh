@@ -21,6 +21,26 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# The GPU backend's bit-identity tests run the real WebGPU kernels on software Vulkan (lavapipe): Dawn
+# rejects Mesa 22 (Debian 12), Mesa >= 25 runs them. Debian 12 has it in bookworm-backports.
+mesa_major=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | cut -d. -f1 || true)
+if [ "${1:-}" = --tests ] && [ "${mesa_major:-0}" -lt 25 ]; then
+  . /etc/os-release
+  target=()
+  if [ "${VERSION_CODENAME:-}" = bookworm ]; then
+    cat > /etc/apt/sources.list.d/widescan-bookworm-backports.sources <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+    target=(-t bookworm-backports)
+  fi
+  echo "setup: installing mesa-vulkan-drivers ${target[*]} (software Vulkan for the GPU tests)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${target[@]}" mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
 # The image's systemd-less Debian does not start redis-server; widescan starts its own anyway.
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -1,14 +1,13 @@
-// Address generation behind one interface, so that a GPU backend (gpu.js/WebGPU, a later issue) can replace
-// the CPU one without touching the sender: a backend turns a range of scan positions into ready-to-send
-// probes. The backend contract is bit-identity: every backend produces the same addresses and MAC tags for
+// Address generation behind one interface, so that the GPU backend (worker/gpu.ts) and the CPU backend
+// (here, and across threads in worker/cpu-threads.ts) are interchangeable under the sender (worker/backends.ts
+// picks one): a backend turns a range of scan positions into ready-to-send probes. The backend contract is bit-identity: every backend produces the same addresses and MAC tags for
 // the same job, positions and send time (the permutation and SipHash are exact in 16-bit words).
 
 import { addressToBytesWords } from '../lib/core/words.js';
 import type { ProbeWriter } from '../lib/core/probe.js';
-import type { Hardware } from '../lib/core/job.js';
 import type { ExclusionReason, TargetSpace } from '../lib/core/targets.js';
 
-export type Backend = 'cpu';
+export type Backend = 'cpu' | 'webgpu';
 
 export class ProbeBatch {
   /** Probes in the batch (excluded positions are not in it). */
@@ -21,8 +20,9 @@ export class ProbeBatch {
   readonly packets: Buffer;
 
   constructor(readonly capacity: number, readonly packetBytes: number) {
-    this.addresses = new Uint8Array(capacity * 16);
-    this.packets = Buffer.alloc(capacity * packetBytes);
+    // Shared memory, so that generator threads (worker/cpu-threads.ts) write the probes in place, no copies.
+    this.addresses = new Uint8Array(new SharedArrayBuffer(capacity * 16));
+    this.packets = Buffer.from(new SharedArrayBuffer(capacity * packetBytes));
   }
 
   reset(): void {
@@ -45,7 +45,39 @@ export interface AddressGenerator {
 
 const TWO32 = 2 ** 32;
 
-/** Plain JS over typed arrays: measured faster than every gpu.js CPU mode (see bench/README.md). */
+/** Where probes are written: a batch's buffers, or a generator thread's view of them. */
+export interface ProbeSlots {
+  readonly addresses: Uint8Array;
+  readonly packets: Uint8Array;
+  readonly packetBytes: number;
+}
+
+/**
+ * The CPU backend's loop: the probes of positions [start, start + count) into `out` from slot `slot` on,
+ * excluded positions counted into `excluded` by reason; returns how many slots it wrote. Plain JS over typed
+ * arrays (measured faster than every gpu.js CPU mode, see bench/README.md); `words` is scratch.
+ */
+export function fillProbes(
+  space: TargetSpace, writer: ProbeWriter, start: number, count: number, sendTimeMs: number,
+  out: ProbeSlots, slot: number, excluded: Record<ExclusionReason, number>, words: Uint32Array,
+): number {
+  const { addresses, packets, packetBytes } = out;
+  let n = slot;
+  for (let position = start, end = start + count; position < end; position++) {
+    const index = space.indexAt(position);
+    const range = space.address(index, words);
+    if (range !== undefined) {
+      excluded[range.reason]++;
+      continue;
+    }
+    addressToBytesWords(words, addresses, n * 16);
+    writer.write(packets, n * packetBytes, addresses, n * 16, Math.floor(index / TWO32), index >>> 0, sendTimeMs);
+    n++;
+  }
+  return n - slot;
+}
+
+/** The CPU backend on the calling thread. */
 export class CpuGenerator implements AddressGenerator {
   readonly backend = 'cpu' as const;
   private readonly words = new Uint32Array(4);
@@ -55,34 +87,8 @@ export class CpuGenerator implements AddressGenerator {
   async generate(start: number, count: number, sendTimeMs: number, batch: ProbeBatch): Promise<void> {
     if (count > batch.capacity) throw new RangeError(`batch of ${count} exceeds capacity ${batch.capacity}`);
     batch.reset();
-    const { space, writer, words } = this;
-    const { addresses, packets, packetBytes } = batch;
-    let n = 0;
-    for (let position = start, end = start + count; position < end; position++) {
-      const index = space.indexAt(position);
-      const excluded = space.address(index, words);
-      if (excluded !== undefined) {
-        batch.excluded[excluded.reason]++;
-        continue;
-      }
-      addressToBytesWords(words, addresses, n * 16);
-      writer.write(packets, n * packetBytes, addresses, n * 16, Math.floor(index / TWO32), index >>> 0, sendTimeMs);
-      n++;
-    }
-    batch.count = n;
+    batch.count = fillProbes(this.space, this.writer, start, count, sendTimeMs, batch, 0, batch.excluded, this.words);
   }
 
   async close(): Promise<void> {}
-}
-
-/**
- * Picks the backend for a job's `hardware`. Only the CPU backend exists in this build, so `gpu` fails fast
- * with a clear message instead of silently running somewhere else, and `auto` means CPU (on GPU-pool workers
- * too, so that the GPU pool serves `auto` jobs).
- */
-export function createGenerator(hardware: Hardware, space: TargetSpace, writer: ProbeWriter): AddressGenerator {
-  if (hardware === 'gpu') {
-    throw new Error('hardware: gpu was requested but this worker has no GPU backend (the gpu.js WebGPU backend is not built yet); use hardware: auto or cpu');
-  }
-  return new CpuGenerator(space, writer);
 }

@@ -1,18 +1,37 @@
 // Worker process entrypoint. Settings come from the environment (the operator's Deployment, or
 // `widescan run`, which starts one process per --workers).
+import { existsSync, writeFileSync } from 'node:fs';
 import { envInt, envRequired } from '../lib/env.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { connectRedis } from '../lib/redis.js';
 import { serveMetrics } from '../lib/serve.js';
 import { openIcmp6Transport } from '../lib/icmp6native.js';
-import type { Hardware } from '../lib/core/job.js';
+import { EXIT_GPU_UNAVAILABLE, type Hardware } from '../lib/core/job.js';
+import { gpuProbe, gpuProblem } from './backends.js';
 import { ShardWorker } from './worker.js';
 
 const logger = createLogger('worker');
+// Kubernetes' default terminationMessagePath; the test kubelet names each container run's own file instead
+// (its pods are processes sharing the host's file system).
+const TERMINATION_LOG = process.env.WIDESCAN_TERMINATION_LOG || '/dev/termination-log';
 const redisUrl = envRequired('WIDESCAN_REDIS_URL');
 const hardware = (process.env.WIDESCAN_HARDWARE ?? 'auto') as Hardware;
 if (!['auto', 'gpu', 'cpu'].includes(hardware)) throw new Error(`WIDESCAN_HARDWARE must be auto, gpu or cpu, got ${hardware}`);
+// A GPU-pool worker without a usable GPU stops here, before it takes a shard: never a GPU pod scanning on
+// the CPU or on software rendering. The message reaches `kubectl describe pod` and the operator through the
+// termination log.
+const gpu = hardware === 'gpu' ? await gpuProbe() : undefined;
+if (gpu) {
+  const problem = gpuProblem(gpu);
+  if (problem !== undefined) {
+    const message = `GPU worker has no usable GPU: ${problem}`;
+    logger.fatal({ hardware }, message);
+    // Kubernetes creates the file; elsewhere there is none, and the log line above says it.
+    if (existsSync(TERMINATION_LOG)) writeFileSync(TERMINATION_LOG, message);
+    process.exit(EXIT_GPU_UNAVAILABLE);
+  }
+}
 const metrics = createMetrics('worker');
 const redis = connectRedis(redisUrl);
 const io = openIcmp6Transport({ receiveTypes: [], sendBufferBytes: 4 << 20 });
@@ -44,5 +63,5 @@ const shutdown = async (signal: string) => {
 process.on('SIGTERM', () => void shutdown('SIGTERM'));
 process.on('SIGINT', () => void shutdown('SIGINT'));
 process.send?.({ type: 'ready' });
-logger.info({ hardware, io: io.path }, 'worker started');
+logger.info({ hardware, io: io.path, gpu: gpu === undefined ? 'probed at the first job that may use it' : gpu.adapter?.description }, 'worker started');
 await worker.run();

@@ -16,7 +16,8 @@ import type { Metrics } from '../lib/metrics.js';
 import { queuesReadBy, type ShardData } from '../lib/queue.js';
 import { TokenBucket } from '../lib/ratelimit.js';
 import type { Hardware } from '../lib/core/job.js';
-import { createGenerator, ProbeBatch, type AddressGenerator } from './generator.js';
+import { createGenerator } from './backends.js';
+import { ProbeBatch, type AddressGenerator } from './generator.js';
 
 /** Where a shard stands; stored as the BullMQ job's progress. */
 export interface Checkpoint {
@@ -116,9 +117,10 @@ export class ShardWorker {
       macKey: record.macKey,
       contact: job.spec.probe.contact,
     });
-    // The job's own `hardware` picks the backend (`auto` → CPU while only the CPU backend exists, on GPU-pool
-    // workers too); this worker's kind only decides which queues it reads.
-    const generator = createGenerator(job.spec.hardware, job.space, writer);
+    // The job's own `hardware` picks the backend (with this machine's GPU, see backends.ts); this worker's
+    // kind only decides which queues it reads.
+    const generator = await createGenerator(job.spec.hardware, job.space, writer);
+    this.options.logger.info({ job: id, hardware: job.spec.hardware, backend: generator.backend }, 'generator ready');
     // A batch is ~10 ms of probes at the job's rate: small enough to pace smoothly, large enough to amortise
     // a Redis round trip for its tokens.
     const size = Math.max(16, Math.min(4096, Math.ceil(record.packetsPerSecond / 100)));

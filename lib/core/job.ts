@@ -25,6 +25,12 @@ export interface TargetSpec {
 /** Where addresses are generated: `auto` uses a GPU when the node has one. */
 export type Hardware = 'auto' | 'gpu' | 'cpu';
 
+/**
+ * Exit status of a GPU-pool worker that finds no usable GPU adapter at start: how the operator tells "no GPU
+ * here" (fall back to the CPU pool) from a crash. Its message goes to the pod's termination log.
+ */
+export const EXIT_GPU_UNAVAILABLE = 3;
+
 /** The spec after schema defaults are applied. */
 export interface JobSpec {
   targets: TargetSpec[];

@@ -31,9 +31,9 @@ export class Permutation {
   readonly size: bigint;
   /** Bit width b of the Feistel domain (0 for the identity). */
   private readonly b: number;
-  /** Half width w = b / 2. */
-  private readonly w: number;
-  private readonly roundKeys: SipKey[] = [];
+  /** Half width w = b / 2 (0 for the identity); with the round keys, what the GPU kernels need. */
+  readonly w: number;
+  readonly roundKeys: readonly SipKey[];
   /** Masks of a w-bit half as (low word, high word). */
   private readonly hmLo: number;
   private readonly hmHi: number;
@@ -61,12 +61,14 @@ export class Permutation {
     this.w = b / 2;
     this.hmLo = mask32(Math.min(this.w, 32));
     this.hmHi = mask32(Math.max(this.w - 32, 0));
+    const roundKeys: SipKey[] = [];
     for (let r = 0; r < ROUNDS && b > 0; r++) {
       const rk = new Uint8Array(16);
       rk.set(siphashBytes(k, Uint8Array.of(0x57, 0x53, 0x50, r, b, 0, 0, 0)), 0);
       rk.set(siphashBytes(k, Uint8Array.of(0x57, 0x53, 0x50, r, b, 1, 0, 0)), 8);
-      this.roundKeys.push(sipKey(rk));
+      roundKeys.push(sipKey(rk));
     }
+    this.roundKeys = roundKeys;
   }
 
   apply(position: bigint): bigint {

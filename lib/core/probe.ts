@@ -69,6 +69,7 @@ export interface ProbeWriterOptions {
 
 /** Writes echo requests of one job (or hellos of one instance) from a prebuilt template. */
 export class ProbeWriter {
+  readonly options: ProbeWriterOptions;
   readonly packetBytes: number;
   private readonly template: Uint8Array;
   private readonly key: SipKey;
@@ -77,6 +78,7 @@ export class ProbeWriter {
   private readonly mac = new Uint32Array(2);
 
   constructor(opts: ProbeWriterOptions) {
+    this.options = opts;
     const { networkId, jobTag, macKey, kind = KIND_PROBE, contact = '' } = opts;
     if (!Number.isInteger(networkId) || networkId < 0 || networkId > 0xffff) {
       throw new RangeError(`networkId must be a 16-bit unsigned integer, got ${String(networkId)}; use networkIdOf()`);
@@ -109,9 +111,6 @@ export class ProbeWriter {
    * the high and low 32 bits of the target index (for a hello: 0 and the answered job tag). No allocation.
    */
   write(buf: Uint8Array, offset: number, dst: Uint8Array, dstOffset: number, indexHi: number, indexLo: number, sendTimeMs: number): void {
-    if (!(offset >= 0 && offset + this.packetBytes <= buf.length)) {
-      throw new RangeError(`no room for a ${this.packetBytes}-byte probe at offset ${offset} of a ${buf.length}-byte buffer`);
-    }
     if (!(dstOffset >= 0 && dstOffset + 16 <= dst.length)) {
       throw new RangeError(`destination offset ${dstOffset} leaves no 16-byte address in a ${dst.length}-byte array`);
     }
@@ -122,12 +121,29 @@ export class ProbeWriter {
     put32(msg, m + O_INDEX + 4, indexLo >>> 0);
     put32(msg, m + O_TIME, sendTimeMs >>> 0); // ToUint32 truncates and wraps: ms mod 2^32
     siphash24(this.key, msg, 0, MAC_MSG_BYTES, mac);
+    this.writeTagged(buf, offset, indexHi, indexLo, sendTimeMs, mac[1]!, mac[0]!);
+  }
 
+  /** The MAC message's bytes 16..27 (magic, version, kind, network id, job tag): the same in every probe. */
+  macFixedBytes(): Uint8Array {
+    return this.msg.slice(16, 16 + O_INDEX - P);
+  }
+
+  /**
+   * Writes one packet whose MAC (high and low 32 bits) was computed elsewhere: the GPU backend computes the
+   * MACs of a whole batch in one kernel. No allocation.
+   */
+  writeTagged(buf: Uint8Array, offset: number, indexHi: number, indexLo: number, sendTimeMs: number, macHi: number, macLo: number): void {
+    if (!(offset >= 0 && offset + this.packetBytes <= buf.length)) {
+      throw new RangeError(`no room for a ${this.packetBytes}-byte probe at offset ${offset} of a ${buf.length}-byte buffer`);
+    }
     buf.set(this.template, offset);
     buf[offset + O_SEQ] = indexLo >>> 8; buf[offset + O_SEQ + 1] = indexLo;
-    for (let i = O_INDEX; i < O_MAC; i++) buf[offset + i] = msg[m + i]!;
-    put32(buf, offset + O_MAC, mac[1]!);
-    put32(buf, offset + O_MAC + 4, mac[0]!);
+    put32(buf, offset + O_INDEX, indexHi >>> 0);
+    put32(buf, offset + O_INDEX + 4, indexLo >>> 0);
+    put32(buf, offset + O_TIME, sendTimeMs >>> 0);
+    put32(buf, offset + O_MAC, macHi >>> 0);
+    put32(buf, offset + O_MAC + 4, macLo >>> 0);
   }
 }
 

@@ -73,7 +73,7 @@ function orWord(words: Uint32Array, part: number, bit: number): void {
 }
 
 /** The compiled block: everything the per-address path needs, precomputed. */
-class Block implements TargetBlock {
+export class Block implements TargetBlock {
   readonly prefix: Prefix;
   readonly strategy: Strategy;
   readonly subnetLength?: number;
@@ -130,14 +130,19 @@ class Block implements TargetBlock {
         pos[2] = 0;
         pos[3] = 0;
         this.randomOrder!.applyWords(pos, this.drawn);
-        // applyWords is little-endian by word; the address is big-endian by word.
-        out[0] |= this.drawn[3];
-        out[1] |= this.drawn[2];
-        out[2] |= this.drawn[1];
-        out[3] |= this.drawn[0];
+        this.orDrawn(this.drawn, out);
         return;
       }
     }
+  }
+
+  /** For `random`: ORs the drawn host part (4 little-endian words, randomOrder's output) into the base in `out`. */
+  orDrawn(drawn: Uint32Array, out: Uint32Array): void {
+    // applyWords is little-endian by word; the address is big-endian by word.
+    out[0] |= drawn[3]!;
+    out[1] |= drawn[2]!;
+    out[2] |= drawn[1]!;
+    out[3] |= drawn[0]!;
   }
 
   /** The excluded range an address of this block falls in, if any. */
@@ -257,19 +262,30 @@ export interface TargetSpaceOptions {
   fullLimitBits?: number;
 }
 
+/** A target space's constructor arguments: plain, structured-cloneable data, so a thread can rebuild the same space. */
+export interface TargetSpaceDefinition {
+  readonly specs: readonly TargetBlockSpec[];
+  readonly rules: ScopeRules;
+  readonly options: TargetSpaceOptions;
+}
+
 export class TargetSpace {
+  readonly definition: TargetSpaceDefinition;
   readonly blocks: readonly TargetBlock[];
   /** Total number of indices (= positions). */
   readonly size: number;
   /** Sum of the exactly known planned exclusions (full and lowbyte blocks). */
   readonly plannedExcluded: number;
-  private readonly compiled: Block[];
+  /** The compiled blocks, for the GPU backend, which computes the random draws itself. */
+  readonly compiled: readonly Block[];
   private readonly offsets: Float64Array;
-  private readonly order: Permutation;
+  /** The global scan order (position → index). */
+  readonly order: Permutation;
   private readonly pos = new Uint32Array(4);
   private readonly out = new Uint32Array(4);
 
   constructor(specs: readonly TargetBlockSpec[], rules: ScopeRules, options: TargetSpaceOptions) {
+    this.definition = { specs, rules, options };
     const fullLimitBits = options.fullLimitBits ?? 32;
     const compiled: Block[] = [];
     let offset = 0;

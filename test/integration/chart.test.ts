@@ -282,8 +282,9 @@ describe('helm lint and template', () => {
     // CPU pool with no node selector and no tolerations: any node, no GPU toleration.
     expect(ds('GPU pool disabled').affinity).toBeUndefined();
     expect(ds('GPU pool disabled').tolerations).toBeUndefined();
-    // The GPU pool is off by default (no GPU backend yet): defaults are the CPU pool's placement.
-    expect(ds('defaults')).toEqual(ds('GPU pool disabled'));
+    // The GPU pool is on by default (GPU first, CPU as fallback): defaults place the listener for both pools.
+    expect(ds('defaults')).toEqual(ds('GPU pool enabled'));
+    expect(operatorConfig(rendered.get('defaults')!).pools.gpu.enabled).toBe(true);
     // With the GPU pool: its toleration (GPU nodes are tainted), and no affinity (the CPU pool may run anywhere).
     expect(ds('GPU pool enabled').tolerations).toEqual([{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
     expect(ds('GPU pool enabled').affinity).toBeUndefined();

@@ -1,12 +1,15 @@
 // The test kubelet against the in-process API server, running real widescan processes (dist/ must be built).
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import * as k8s from '@kubernetes/client-node';
 import { freePort } from '../../lib/proc.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../lib/redis.js';
 import { startApiServer, type ApiServer } from '../apiserver/server.js';
-import { expandEnvRefs, parseQuantity, startKubelet, unschedulableMessage, type Kubelet } from './kubelet.js';
+import { TERMINATION_LOG_ENV, expandEnvRefs, parseQuantity, startKubelet, unschedulableMessage, type Kubelet } from './kubelet.js';
 
 const NS = 'default';
 const LISTENER_TOKEN = 'listener-token-0123456789abcdef';
@@ -505,6 +508,141 @@ describe('a cluster of two nodes running widescan processes', () => {
     expect([...seen].filter(alive)).toEqual([]);
     expect(leftoverChildren()).toEqual([]);
     expect(kubelet.processes().size).toBe(0);
+  });
+});
+
+describe('termination messages', () => {
+  // A stand-in image: its first argument says how to leave a message, EXIT its exit code.
+  const IMAGE = `
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+const [what, ...rest] = process.argv.slice(2);
+const file = process.env.${TERMINATION_LOG_ENV};
+if (what === 'env') appendFileSync(file, rest[0]);
+else if (what === 'arg') writeFileSync(rest[0], rest[1]);
+else if (what === 'lines') for (let i = 1; i <= Number(rest[0]); i++) console.log('line ' + i);
+else if (what === 'big') writeFileSync(file, 'x'.repeat(10000) + 'END');
+else if (what === 'fifo') { rmSync(file); execFileSync('mkfifo', [file]); }
+else if (what === 'symlink') { rmSync(file); symlinkSync(rest[0], file); }
+process.exitCode = Number(process.env.EXIT ?? 0);
+`;
+  const dir = mkdtempSync(join(tmpdir(), 'kubelet-image-'));
+  const entrypoint = join(dir, 'entrypoint.mjs');
+  // A path whose directory does not exist on the host: a write that was not rewritten fails.
+  const customPath = `/run/widescan-kubelet-test-${randomBytes(4).toString('hex')}/message`;
+  const hostHadTerminationLog = existsSync('/dev/termination-log');
+  let c: Cluster;
+  let kubelet: Kubelet;
+
+  beforeAll(async () => {
+    writeFileSync(entrypoint, IMAGE);
+    c = await cluster();
+    kubelet = await startKubelet({ kubeconfig: c.srv.kubeconfig, nodes: [{ name: 'solo' }], entrypoint, pollMs: 100, backoffInitialMs: 200, backoffMaxMs: 400 });
+  });
+  afterAll(async () => {
+    await kubelet?.stop({ graceMs: 1000 });
+    await c?.srv.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const run = async (name: string, args: string[], exit: number, extra: Partial<k8s.V1Container> = {}, restartPolicy = 'Never'): Promise<void> => {
+    await c.core.createNamespacedPod({
+      namespace: NS,
+      body: { metadata: { name }, spec: { restartPolicy, containers: [{ name: 'main', args, env: [{ name: 'EXIT', value: String(exit) }], ...extra }] } },
+    });
+  };
+  const read = (name: string): Promise<k8s.V1Pod> => c.core.readNamespacedPod({ name, namespace: NS });
+  const finished = (name: string): Promise<k8s.V1ContainerStateTerminated> =>
+    eventually(`${name} finished`, async () => {
+      const p = await read(name);
+      return (p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed') && p.status.containerStatuses![0]!.state!.terminated;
+    }, kubelet);
+
+  test('what the process writes to the file named by the env variable becomes terminated.message; the file is the run\'s own', async () => {
+    await run('via-env', ['env', 'GPU worker has no usable GPU'], 3);
+    expect(await finished('via-env')).toMatchObject({ exitCode: 3, reason: 'Error', message: 'GPU worker has no usable GPU' });
+    const file = kubelet.env('via-env')![TERMINATION_LOG_ENV]!;
+    expect(file).not.toBe('/dev/termination-log');
+    expect(file.startsWith(tmpdir())).toBe(true);
+    expect(readFileSync(file, 'utf8')).toBe('GPU worker has no usable GPU');
+    expect(existsSync('/dev/termination-log')).toBe(hostHadTerminationLog);
+    expect((await read('via-env')).status!.phase).toBe('Failed');
+    // Deleting the pod removes its files.
+    await c.core.deleteNamespacedPod({ name: 'via-env', namespace: NS });
+    await eventually('the message file removed', async () => !existsSync(file), kubelet);
+  });
+
+  test('a custom terminationMessagePath is rewritten in args and env; exit 0 keeps its message too', async () => {
+    await run('via-arg', ['arg', customPath, 'all done'], 0, {
+      terminationMessagePath: customPath,
+      env: [{ name: 'EXIT', value: '0' }, { name: 'MESSAGE_FILE', value: customPath }],
+    });
+    expect(await finished('via-arg')).toMatchObject({ exitCode: 0, reason: 'Completed', message: 'all done' });
+    const env = kubelet.env('via-arg')!;
+    expect(env.MESSAGE_FILE).toBe(env[TERMINATION_LOG_ENV]);
+    expect(env.MESSAGE_FILE).not.toBe(customPath);
+    expect(existsSync(dirname(customPath))).toBe(false);
+  });
+
+  test('FallbackToLogsOnError: the last 80 lines of output when the file is empty and the exit code is not 0', async () => {
+    const fallback = { terminationMessagePolicy: 'FallbackToLogsOnError' };
+    await Promise.all([
+      run('logs-failed', ['lines', '100'], 1, fallback),
+      run('logs-ok', ['lines', '100'], 0, fallback),
+      run('logs-file-policy', ['lines', '100'], 1),
+      run('logs-file-wins', ['env', 'from the file'], 1, fallback),
+    ]);
+    const lines = Array.from({ length: 80 }, (_, i) => `line ${i + 21}\n`).join('');
+    expect(await finished('logs-failed')).toMatchObject({ exitCode: 1, message: lines });
+    expect((await finished('logs-ok')).message).toBeUndefined();
+    expect((await finished('logs-file-policy')).message).toBeUndefined();
+    expect((await finished('logs-file-wins')).message).toBe('from the file');
+  });
+
+  test('hostile files: an oversized message keeps its last 4096 bytes, a FIFO reads as none, a symlink is not followed', async () => {
+    const secret = join(dir, 'secret');
+    writeFileSync(secret, 'not for the pod status');
+    await Promise.all([run('big', ['big'], 1), run('fifo', ['fifo'], 1), run('symlink', ['symlink', secret], 1)]);
+    const big = (await finished('big')).message!;
+    expect(big).toHaveLength(4096);
+    expect(big.endsWith('xxxEND')).toBe(true);
+    expect(await finished('fifo')).toMatchObject({ exitCode: 1 });
+    expect((await finished('fifo')).message).toBeUndefined();
+    const symlink = (await finished('symlink')).message!;
+    expect(symlink).toMatch(/^Error on reading termination log \/.*: ELOOP/);
+    expect(symlink).not.toContain('not for the pod status');
+  });
+
+  test('a crash loop: each run gets a fresh file, lastState carries the previous run\'s message', async () => {
+    await run('loop', ['env', 'once'], 3, {}, 'Always');
+    const status = await eventually('two restarts', async () => {
+      const cs = (await read('loop')).status?.containerStatuses?.[0];
+      return cs && cs.restartCount! >= 2 && cs.lastState?.terminated && cs;
+    }, kubelet);
+    // Appended to a file of its own each time: never "onceonce".
+    expect(status.lastState!.terminated).toMatchObject({ exitCode: 3, message: 'once' });
+    const file = kubelet.env('loop')![TERMINATION_LOG_ENV]!;
+    expect(readdirSync(dirname(file))).toHaveLength(1);
+    await c.core.deleteNamespacedPod({ name: 'loop', namespace: NS });
+  });
+
+  test.each([['a relative', 'termination-log'], ['a directory', '/dev/'], ['the root', '/']])(
+    '%s terminationMessagePath is a CreateContainerConfigError',
+    async (_what, path) => {
+      const name = `bad-path-${randomBytes(3).toString('hex')}`;
+      await run(name, ['env', 'never'], 0, { terminationMessagePath: path });
+      const waiting = await eventually(`${name} waiting`, async () => (await read(name)).status?.containerStatuses?.[0]?.state?.waiting, kubelet);
+      expect(waiting).toEqual({
+        reason: 'CreateContainerConfigError',
+        message: `terminationMessagePath ${JSON.stringify(path)} must be the absolute path of a file (default /dev/termination-log)`,
+      });
+      expect(kubelet.processes().has(name)).toBe(false);
+      await c.core.deleteNamespacedPod({ name, namespace: NS });
+    },
+  );
+
+  test('no kubelet errors', () => {
+    expect(kubelet.errors()).toEqual([]);
   });
 });
 

@@ -19,6 +19,13 @@
 // rewritten to that directory. emptyDir and other volumes are not materialized (an emptyDir's mountPath,
 // e.g. /tmp, is left as the host's).
 //
+// Termination messages: each container run gets an empty file of its own in the pod's directory for its
+// terminationMessagePath (default /dev/termination-log), rewritten in env, command and args like a mount path,
+// so that no process writes the host's /dev. Code that writes a fixed path cannot be rewritten: the run also
+// gets TERMINATION_LOG_ENV naming the path (rewritten to the file), for the image to honour. At exit the file's
+// last 4 KiB become `terminated.message`; with terminationMessagePolicy FallbackToLogsOnError, an empty file
+// and a non-zero exit code, the run's last 80 lines of output (at most its last 2 KiB) do, as on the kubelet.
+//
 // Services, for nodes with a network namespace (the stand-in for cluster DNS and kube-proxy): the node's
 // hostNetwork pods resolve `<svc>.<ns>.svc[.cluster.local]` to ::1 through /etc/netns/<netns>/hosts (which
 // `ip netns exec` mounts over /etc/hosts), where a relay inside the namespace listens on the Service port and
@@ -26,10 +33,13 @@
 // apart by port alone, so two with one port collide (the relay's error shows in errors()).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync, closeSync, constants as fsConstants, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmdirSync, rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { constants, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import { netnsExecArgs } from '../../testbed/lab.js';
@@ -96,6 +106,15 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0
 const TAINT_EFFECTS = ['NoSchedule', 'PreferNoSchedule', 'NoExecute'];
 const MAX_ERRORS = 50;
 const CREATE_RETRY_MS = 1000;
+/** The stand-in for the termination message file mount: set on every container run, naming its file. */
+export const TERMINATION_LOG_ENV = 'WIDESCAN_TERMINATION_LOG';
+const DEFAULT_TERMINATION_MESSAGE_PATH = '/dev/termination-log';
+// The kubelet's limits: MaxContainerTerminationMessageLength, …LogLength and …LogLines.
+const TERMINATION_MESSAGE_BYTES = 4096;
+const TERMINATION_LOG_BYTES = 2048;
+const TERMINATION_LOG_LINES = 80;
+/** How long an exited container's output may take to drain before its status is written without the rest. */
+const DRAIN_MS = 1000;
 // The tolerations the real DaemonSet controller adds to every daemon pod.
 const DAEMON_TOLERATIONS: k8s.V1Toleration[] = [
   { key: 'node.kubernetes.io/not-ready', operator: 'Exists', effect: 'NoExecute' },
@@ -149,6 +168,39 @@ export function remapPath(text: string, mounts: Map<string, string>): string {
     if ((text === m || text.startsWith(m.endsWith('/') ? m : `${m}/`)) && (best === undefined || m.length > best.length)) best = m;
   }
   return best === undefined ? text : mounts.get(best)! + text.slice(best.length);
+}
+
+/**
+ * The termination message a container run left: the last TERMINATION_MESSAGE_BYTES of `file` (a plain file
+ * only: a FIFO or device put in its place reads as empty, a symlink is not followed), else, with
+ * FallbackToLogsOnError and a non-zero exit code, the last TERMINATION_LOG_LINES lines of `output`. Empty
+ * when there is none.
+ */
+function terminationMessage(file: string, policy: string | undefined, exitCode: number, output: string): string {
+  let message = '';
+  let fd: number | undefined;
+  try {
+    // Non-blocking, so that a FIFO left at the path cannot hang the kubelet.
+    fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW);
+    const st = fstatSync(fd);
+    if (st.isFile() && st.size > 0) {
+      const length = Math.min(st.size, TERMINATION_MESSAGE_BYTES);
+      const buf = Buffer.alloc(length);
+      const n = readSync(fd, buf, 0, length, st.size - length);
+      message = buf.subarray(0, n).toString('utf8');
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') message = `Error on reading termination log ${file}: ${(e as Error).message}`;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+  if (message === '' && policy === 'FallbackToLogsOnError' && exitCode !== 0) {
+    const lines = output.split('\n');
+    // A trailing newline ends the last line; it does not start one more.
+    const keep = TERMINATION_LOG_LINES + (lines.at(-1) === '' ? 1 : 0);
+    message = lines.slice(-keep).join('\n');
+  }
+  return message;
 }
 
 /** The scheduler's FailedScheduling message, e.g. "0/2 nodes are available: 2 Insufficient nvidia.com/gpu." */
@@ -294,6 +346,19 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
       // already gone
     }
   }
+}
+
+/** Resolves when the child's stdout and stderr have closed, or after `ms`. */
+function drained(child: ChildProcess, ms: number): Promise<void> {
+  const open = [child.stdout, child.stderr].filter((s) => s && !s.closed);
+  if (open.length === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    void Promise.all(open.map((s) => new Promise((r) => s!.once('close', r)))).then(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
 // ---------- readiness probes ----------
@@ -464,6 +529,9 @@ interface Container {
   last?: Terminated;
   /** Exited and will not be restarted (restartPolicy). */
   done: boolean;
+  /** The current run's termination message file (host path) and the end of its output. */
+  messageFile?: string;
+  output?: LogRing;
   nextStartAt: number;
   /** The delay before the pending restart, and the one after it. */
   delayMs: number;
@@ -722,6 +790,8 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       HOME: '/tmp',
       HOSTNAME: pod.spec?.hostNetwork ? rt.nodeName : rt.name,
       ...opts.env,
+      // The container's own path: rewritten to the run's file with the mount paths (startContainer).
+      [TERMINATION_LOG_ENV]: c.terminationMessagePath || DEFAULT_TERMINATION_MESSAGE_PATH,
     };
     const secrets = new Map<string, k8s.V1Secret | null>();
     const configMaps = new Map<string, k8s.V1ConfigMap | null>();
@@ -876,13 +946,28 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       };
       let env: Record<string, string>;
       let mounts: Map<string, string>;
+      const messagePath = c.spec.terminationMessagePath || DEFAULT_TERMINATION_MESSAGE_PATH;
       try {
+        if (!isAbsolute(messagePath) || messagePath.endsWith('/')) {
+          throw new Error(`terminationMessagePath ${JSON.stringify(messagePath)} must be the absolute path of a file (default ${DEFAULT_TERMINATION_MESSAGE_PATH})`);
+        }
         env = await resolveEnv(rt, c.spec);
         mounts = await mountVolumes(rt, c.spec);
       } catch (e) {
         return fail('CreateContainerConfigError', e);
       }
       if (rt.terminating || stopped) return;
+      // A fresh empty file per run, as the kubelet's: a message never outlives the run that wrote it.
+      const messageDir = join(podsDir, rt.uid, 'termination');
+      const messageFile = join(messageDir, `${rt.containers.indexOf(c)}-${c.run + 1}`);
+      try {
+        if (c.messageFile) rmSync(c.messageFile, { force: true });
+        mkdirSync(messageDir, { recursive: true });
+        writeFileSync(messageFile, '', { mode: 0o666 });
+      } catch (e) {
+        return fail('CreateContainerError', e);
+      }
+      mounts.set(messagePath, messageFile);
       for (const [k, v] of Object.entries(env)) env[k] = remapPath(v, mounts);
       const expand = (list: string[] | undefined): string[] => (list ?? []).map((a) => remapPath(expandEnvRefs(a, env), mounts));
       const argv = [process.execPath, entrypoint, ...expand(c.spec.command), ...expand(c.spec.args)];
@@ -898,8 +983,15 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       let log = logs.get(rt.name);
       if (!log) logs.set(rt.name, (log = new LogRing(logLimit)));
       const sink = log;
-      child.stdout!.on('data', (b: Buffer) => sink.push(b));
-      child.stderr!.on('data', (b: Buffer) => sink.push(b));
+      const output = new LogRing(TERMINATION_LOG_BYTES);
+      const capture = (b: Buffer): void => {
+        sink.push(b);
+        output.push(b);
+      };
+      child.stdout!.on('data', capture);
+      child.stderr!.on('data', capture);
+      c.messageFile = messageFile;
+      c.output = output;
       if (c.started) c.restartCount++;
       c.started = true;
       c.run++;
@@ -916,18 +1008,20 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       if (pid) groups.add(pid);
       c.exited = new Promise((resolve) => {
         let ended = false;
-        const end = (code: number | null, signal: NodeJS.Signals | null, error?: Error): void => {
+        const end = async (code: number | null, signal: NodeJS.Signals | null, error?: Error): Promise<void> => {
           if (ended) return;
           ended = true;
           if (pid) {
             signalGroup(pid, 'SIGKILL'); // whatever the container left behind in its group
             groups.delete(pid);
           }
+          // 'exit' may come before the last output: FallbackToLogsOnError needs it.
+          await drained(child, DRAIN_MS);
           onExit(rt, c, child, code, signal, error);
           resolve();
         };
-        child.once('exit', (code, signal) => end(code, signal));
-        child.once('error', (err) => end(null, null, err));
+        child.once('exit', (code, signal) => void end(code, signal));
+        child.once('error', (err) => void end(null, null, err));
       });
     } finally {
       c.starting = false;
@@ -938,11 +1032,12 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     if (c.child !== child) return;
     const signum = signal ? constants.signals[signal] : 0;
     const exitCode = code ?? (signal ? 128 + signum : 128);
+    const message = error ? error.message : terminationMessage(c.messageFile!, c.spec.terminationMessagePolicy, exitCode, c.output?.text() ?? '');
     c.last = {
       exitCode,
       ...(signal ? { signal: signum } : {}),
       reason: error ? 'StartError' : exitCode === 0 ? 'Completed' : 'Error',
-      ...(error ? { message: error.message } : {}),
+      ...(message ? { message } : {}),
       startedAt: c.startedAt,
       finishedAt: now(),
       containerID: `process://${child.pid ?? 0}`,

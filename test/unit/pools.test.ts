@@ -1,9 +1,11 @@
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
-import type { V1Pod, V1PodCondition } from '@kubernetes/client-node';
+import type { V1ContainerState, V1ContainerStatus, V1Pod, V1PodCondition } from '@kubernetes/client-node';
+import { EXIT_GPU_UNAVAILABLE } from '../../lib/core/job.js';
 import { parseOperatorConfig, type OperatorConfig, type PoolSettings } from '../../operator/config.js';
 import {
   POOL_LABELS,
+  gpuUnavailable,
   gpuUnschedulableSince,
   listenerGaps,
   planPools,
@@ -27,11 +29,12 @@ const demand = (d: Partial<Demand> = {}): Demand => ({ auto: 0, gpu: 0, cpu: 0, 
 const AFTER = 120_000;
 const NOW = 1_700_000_000_000;
 
-const plan = (d: Partial<Demand>, p: Pools = pools(), unschedulableForMs?: number): PoolPlan =>
+const plan = (d: Partial<Demand>, p: Pools = pools(), unschedulableForMs?: number, gpuUnavailable?: string): PoolPlan =>
   planPools({
     demand: demand(d),
     pools: p,
     gpuUnschedulableSinceMs: unschedulableForMs === undefined ? undefined : NOW - unschedulableForMs,
+    ...(gpuUnavailable === undefined ? {} : { gpuUnavailable }),
     fallbackAfterMs: AFTER,
     nowMs: NOW,
   });
@@ -189,6 +192,71 @@ describe('planPools', () => {
       }),
     );
   });
+
+  describe('with gpuUnavailable (a GPU worker found no usable GPU)', () => {
+    const WHY = 'GPU worker pod widescan-worker-gpu-abc12 on node gpu-1 found no usable GPU';
+    const unavailable = (d: Partial<Demand>, p: Pools = pools(), unschedulableForMs?: number): PoolPlan => plan(d, p, unschedulableForMs, WHY);
+
+    test('falls back at once, without waiting for fallbackAfter; the CPU pool is sized for the auto demand', () => {
+      const p = unavailable({ auto: 3 });
+      expect(p.fallback).toEqual({ reason: 'GPUUnavailable', message: `${WHY}; auto jobs run on the CPU pool` });
+      // The GPU pool keeps its pods: one that gets a working GPU ends the fallback.
+      expect(p.replicas).toEqual({ gpu: 3, cpu: 3 });
+      // `hardware: gpu` jobs never fall back: they wait, and say why.
+      expect(p.gpuBlocked).toMatch(/^hardware: gpu jobs cannot run: GPU worker pod widescan-worker-gpu-abc12 on node gpu-1 found no usable GPU; fix the GPU nodes' driver/);
+      expect(p.cpuBlocked).toBeUndefined();
+      expect(unavailable({ auto: 2, cpu: 1 }, pools({}, { maxReplicas: 2 })).replicas).toEqual({ gpu: 2, cpu: 2 });
+      expect(unavailable({}).replicas).toEqual({ gpu: 0, cpu: 0 });
+    });
+
+    test('wins over GPUUnschedulable (it is the more precise cause), also before the delay', () => {
+      expect(unavailable({ auto: 1 }, pools(), AFTER * 3).fallback?.reason).toBe('GPUUnavailable');
+      expect(unavailable({ auto: 1 }, pools(), 1).fallback?.reason).toBe('GPUUnavailable');
+    });
+
+    test('hardware: gpu jobs still never move to the CPU pool', () => {
+      const p = unavailable({ gpu: 2 });
+      expect(p.replicas).toEqual({ gpu: 2, cpu: 0 });
+      expect(p.fallback?.reason).toBe('GPUUnavailable');
+    });
+
+    test('a disabled GPU pool wins: GPUPoolDisabled, not GPUUnavailable', () => {
+      const p = unavailable({ auto: 2 }, pools({ enabled: false }));
+      expect(p.fallback).toEqual({ reason: 'GPUPoolDisabled', message: 'the GPU pool is disabled (pools.gpu.enabled: false); auto jobs run on the CPU pool' });
+      expect(p.replicas).toEqual({ gpu: 0, cpu: 2 });
+      expect(unavailable({ auto: 2 }, pools({ maxReplicas: 0 })).fallback?.reason).toBe('GPUPoolDisabled');
+    });
+
+    test('with the CPU pool disabled too, the message says that auto jobs wait', () => {
+      const p = unavailable({ auto: 2 }, pools({}, { enabled: false }));
+      expect(p.fallback).toEqual({
+        reason: 'GPUUnavailable',
+        message: `${WHY}; the CPU pool is disabled (pools.cpu.enabled: false) too, so auto jobs wait`,
+      });
+      expect(p.replicas).toEqual({ gpu: 2, cpu: 0 });
+      expect(unavailable({ auto: 2 }, pools({}, { maxReplicas: 0 })).fallback!.message).toBe(`${WHY}; the CPU pool has pools.cpu.maxReplicas 0 too, so auto jobs wait`);
+    });
+
+    test('property: for a usable GPU pool, always GPUUnavailable and sized as a due fallback', () => {
+      fc.assert(
+        fc.property(inputArb, fc.string({ maxLength: 40 }), (i, why) => {
+          fc.pre(i.gpu.enabled && i.gpu.maxReplicas > 0);
+          const p = planPools({
+            demand: i.demand,
+            pools: { gpu: { ...i.gpu, gpusPerPod: 1 }, cpu: i.cpu },
+            gpuUnschedulableSinceMs: i.since === undefined ? undefined : NOW - i.since,
+            gpuUnavailable: why,
+            fallbackAfterMs: i.after,
+            nowMs: NOW,
+          });
+          expect(p.fallback?.reason).toBe('GPUUnavailable');
+          expect(p.fallback!.message.startsWith(`${why}; `)).toBe(true);
+          const due = planPools({ demand: i.demand, pools: { gpu: { ...i.gpu, gpusPerPod: 1 }, cpu: i.cpu }, gpuUnschedulableSinceMs: NOW, fallbackAfterMs: 0, nowMs: NOW });
+          expect(p.replicas).toEqual(due.replicas);
+        }),
+      );
+    });
+  });
 });
 
 interface PodSpec {
@@ -249,6 +317,91 @@ describe('gpuUnschedulableSince', () => {
   });
 });
 
+describe('gpuUnavailable', () => {
+  const FINISHED = '2025-03-01T10:00:00Z';
+  const MESSAGE = 'GPU worker has no usable GPU: the only WebGPU adapter is a software rasteriser (mesa / llvmpipe), which is never used for scanning';
+  const exited = (exitCode: number, extra: Record<string, unknown> = {}): V1ContainerState =>
+    ({ terminated: { exitCode, reason: 'Error', finishedAt: FINISHED, message: MESSAGE, ...extra } }) as unknown as V1ContainerState;
+  const backOff: V1ContainerState = { waiting: { reason: 'CrashLoopBackOff', message: 'back-off 10s restarting failed container=worker' } };
+  /** A GPU worker pod (pool label, node) whose worker container is in `state` after `lastState`. */
+  const gpuPod = (name: string, state: V1ContainerState, lastState: V1ContainerState = {}, extra: PodSpec & { ready?: boolean } = {}): V1Pod => {
+    const p = worker('gpu', { name, node: 'gpu-1', ...extra });
+    const status: V1ContainerStatus = { name: 'worker', image: 'widescan', imageID: '', ready: extra.ready ?? false, restartCount: 1, state, lastState };
+    p.status!.containerStatuses = [status];
+    return p;
+  };
+
+  test('exit 3 in lastState while in CrashLoopBackOff: names the pod and the node, with the termination message', () => {
+    expect(EXIT_GPU_UNAVAILABLE).toBe(3);
+    expect(gpuUnavailable([gpuPod('widescan-worker-gpu-abc12', backOff, exited(3))])).toBe(
+      `GPU worker pod widescan-worker-gpu-abc12 on node gpu-1 found no usable GPU (${MESSAGE})`,
+    );
+  });
+
+  test('exit 3 in state.terminated counts too; the message is trimmed, and left out when there is none', () => {
+    expect(gpuUnavailable([gpuPod('p1', exited(3, { message: `  ${MESSAGE}\n` }))])).toBe(`GPU worker pod p1 on node gpu-1 found no usable GPU (${MESSAGE})`);
+    expect(gpuUnavailable([gpuPod('p1', exited(3, { message: undefined }))])).toBe('GPU worker pod p1 on node gpu-1 found no usable GPU');
+    expect(gpuUnavailable([gpuPod('p1', exited(3, { message: '' }))])).toBe('GPU worker pod p1 on node gpu-1 found no usable GPU');
+  });
+
+  test('another exit code, no termination at all, or no pods: undefined', () => {
+    expect(gpuUnavailable([])).toBeUndefined();
+    expect(gpuUnavailable([gpuPod('p1', backOff, exited(1))])).toBeUndefined();
+    expect(gpuUnavailable([gpuPod('p1', exited(0))])).toBeUndefined();
+    expect(gpuUnavailable([gpuPod('p1', exited(137, { reason: 'OOMKilled' }))])).toBeUndefined();
+    expect(gpuUnavailable([gpuPod('p1', { waiting: { reason: 'ContainerCreating' } })])).toBeUndefined();
+    expect(gpuUnavailable([gpuPod('p1', backOff, exited(1)), gpuPod('p2', exited(2))])).toBeUndefined();
+  });
+
+  test('a worker that is running and ready again is not counted', () => {
+    const running: V1ContainerState = { running: { startedAt: new Date('2025-03-01T10:00:10Z') } };
+    expect(gpuUnavailable([gpuPod('p1', running, exited(3), { ready: true })])).toBeUndefined();
+    // …but another pod still crashing is.
+    expect(gpuUnavailable([gpuPod('p1', running, exited(3), { ready: true }), gpuPod('p2', backOff, exited(3))])).toMatch(/^GPU worker pod p2 /);
+  });
+
+  test('a restarted worker that runs but is not ready yet still counts: it is probing its GPU again', () => {
+    // Else every restart of a crash-looping GPU worker would lift the fallback and scale the CPU pool down.
+    const running: V1ContainerState = { running: { startedAt: new Date('2025-03-01T10:00:10Z') } };
+    expect(gpuUnavailable([gpuPod('p1', running, exited(3))])).toBe(`GPU worker pod p1 on node gpu-1 found no usable GPU (${MESSAGE})`);
+  });
+
+  test('CPU pool pods and pods being deleted are ignored', () => {
+    const cpu = worker('cpu', { name: 'cpu-1', node: 'n1' });
+    cpu.status!.containerStatuses = [{ name: 'worker', image: 'widescan', imageID: '', ready: false, restartCount: 1, state: backOff, lastState: exited(3) }];
+    expect(gpuUnavailable([cpu])).toBeUndefined();
+    expect(gpuUnavailable([gpuPod('p1', backOff, exited(3), { deleting: true })])).toBeUndefined();
+    expect(gpuUnavailable([cpu, gpuPod('p1', backOff, exited(3), { deleting: true }), gpuPod('p2', backOff, exited(3))])).toMatch(/^GPU worker pod p2 on node gpu-1 /);
+  });
+
+  test('the newest exit wins, whatever the order; Date objects (typed client) and strings both read', () => {
+    const older = gpuPod('older', backOff, exited(3, { finishedAt: '2025-03-01T09:00:00Z', message: 'old' }));
+    const newer = gpuPod('newer', backOff, exited(3, { finishedAt: new Date('2025-03-01T11:00:00Z'), message: 'new' }));
+    const undated = gpuPod('undated', backOff, exited(3, { finishedAt: 'not a time', message: 'undated' }));
+    for (const pods of [[older, newer, undated], [undated, newer, older]]) expect(gpuUnavailable(pods)).toMatch(/^GPU worker pod newer on node gpu-1 found no usable GPU \(new\)$/);
+    expect(gpuUnavailable([undated])).toMatch(/^GPU worker pod undated /);
+  });
+
+  test('hostile input: missing status, metadata or node; a huge message is cut to 300 characters', () => {
+    const bare = [
+      { metadata: { labels: POOL_LABELS('gpu') } },
+      { metadata: { labels: POOL_LABELS('gpu') }, status: {} },
+      { metadata: { labels: POOL_LABELS('gpu') }, status: { containerStatuses: [{} as V1ContainerStatus] } },
+      { metadata: { labels: POOL_LABELS('gpu') }, status: { containerStatuses: [{ lastState: { terminated: { exitCode: '3' } } } as unknown as V1ContainerStatus] } },
+      {},
+    ] as V1Pod[];
+    expect(gpuUnavailable(bare)).toBeUndefined();
+    const nameless = { metadata: { labels: POOL_LABELS('gpu') }, status: { containerStatuses: [{ lastState: exited(3, { message: 'x' }) } as V1ContainerStatus] } } as V1Pod;
+    expect(gpuUnavailable([...bare, nameless])).toBe('GPU worker pod ? found no usable GPU (x)');
+
+    const huge = gpuPod('p1', backOff, exited(3, { message: 'A'.repeat(1_000_000) }));
+    const text = gpuUnavailable([huge])!;
+    const quoted = /\((A*)\)$/.exec(text)![1]!;
+    expect(quoted.length).toBe(300);
+    expect(text).toBe(`GPU worker pod p1 on node gpu-1 found no usable GPU (${'A'.repeat(300)})`);
+  });
+});
+
 describe('listenerGaps', () => {
   const SELECTOR = { 'app.kubernetes.io/name': 'widescan', 'app.kubernetes.io/component': 'listener' };
   const listener = (node: string, extra: PodSpec = {}): V1Pod => pod({ labels: { ...SELECTOR, 'pod-template-hash': 'x' }, node, conditions: [ready()], ...extra });
@@ -263,6 +416,14 @@ describe('listenerGaps', () => {
       listener('node-c', { conditions: [ready('False')] }),
     ];
     expect(listenerGaps(pods, SELECTOR)).toEqual(['node-a', 'node-c']);
+  });
+
+  test('a crash-looping worker (a GPU pod without a usable GPU) sends nothing: no gap for it', () => {
+    const looping = worker('gpu', { node: 'gpu-1' });
+    looping.status!.containerStatuses = [{ name: 'worker', image: 'w', imageID: '', ready: false, restartCount: 4, state: { waiting: { reason: 'CrashLoopBackOff' } } }];
+    const running = worker('cpu', { node: 'cpu-1' });
+    running.status!.containerStatuses = [{ name: 'worker', image: 'w', imageID: '', ready: true, restartCount: 0, state: { running: {} } }];
+    expect(listenerGaps([looping, running], SELECTOR)).toEqual(['cpu-1']);
   });
 
   test('every node covered: no gaps', () => {
@@ -355,9 +516,11 @@ describe('poolDeployment', () => {
     expect(c.image).toBe('registry.local/widescan:1');
     expect(c.imagePullPolicy).toBe('IfNotPresent');
     expect(c.args).toEqual(['worker']);
+    // graphics: WebGPU (Dawn) needs the driver's Vulkan ICD, which the NVIDIA container toolkit mounts only then.
     expect(c.env).toEqual([
       { name: 'WIDESCAN_HARDWARE', value: 'gpu' },
       { name: 'WIDESCAN_METRICS_PORT', value: '9102' },
+      { name: 'NVIDIA_DRIVER_CAPABILITIES', value: 'compute,utility,graphics' },
     ]);
     expect(c.ports).toEqual([{ name: 'metrics', containerPort: 9102 }]);
     expect(c.readinessProbe!.httpGet).toEqual({ path: '/readyz', port: 'metrics' });
@@ -378,7 +541,11 @@ describe('poolDeployment', () => {
     expect(d.metadata!.name).toBe(poolDeploymentName('cpu'));
     expect(d.spec!.selector.matchLabels).toEqual(POOL_LABELS('cpu'));
     expect(d.spec!.replicas).toBe(0);
-    expect(container(d).env![0]).toEqual({ name: 'WIDESCAN_HARDWARE', value: 'cpu' });
+    expect(container(d).env).toEqual([
+      { name: 'WIDESCAN_HARDWARE', value: 'cpu' },
+      { name: 'WIDESCAN_METRICS_PORT', value: '9102' },
+    ]);
+    expect(container(d).env!.map((e) => e.name)).not.toContain('NVIDIA_DRIVER_CAPABILITIES');
     expect(container(d).resources).toBeUndefined();
     expect(d.spec!.template.spec!.tolerations).toBeUndefined();
     const withResources = poolDeployment(config({ pools: { cpu: { resources: { limits: { cpu: 2 } } } } }), 'cpu', 1);
@@ -436,13 +603,30 @@ describe('poolDeployment', () => {
     expect(container(poolDeployment(handBuilt, 'gpu', 1)).env).toEqual([
       { name: 'WIDESCAN_HARDWARE', value: 'gpu' },
       { name: 'WIDESCAN_METRICS_PORT', value: '1' },
+      { name: 'NVIDIA_DRIVER_CAPABILITIES', value: 'compute,utility,graphics' },
       { name: 'X', value: 'b' },
+    ]);
+  });
+
+  test('workerEnv may set NVIDIA_DRIVER_CAPABILITIES: it replaces ours in place on the GPU pool, and reaches the CPU pool as given', () => {
+    const c = config({ workerEnv: [{ name: 'LOG_LEVEL', value: 'debug' }, { name: 'NVIDIA_DRIVER_CAPABILITIES', value: 'all' }] });
+    expect(container(poolDeployment(c, 'gpu', 1)).env).toEqual([
+      { name: 'WIDESCAN_HARDWARE', value: 'gpu' },
+      { name: 'WIDESCAN_METRICS_PORT', value: '9102' },
+      { name: 'NVIDIA_DRIVER_CAPABILITIES', value: 'all' },
+      { name: 'LOG_LEVEL', value: 'debug' },
+    ]);
+    expect(container(poolDeployment(c, 'cpu', 1)).env).toEqual([
+      { name: 'WIDESCAN_HARDWARE', value: 'cpu' },
+      { name: 'WIDESCAN_METRICS_PORT', value: '9102' },
+      { name: 'LOG_LEVEL', value: 'debug' },
+      { name: 'NVIDIA_DRIVER_CAPABILITIES', value: 'all' },
     ]);
   });
 
   test('property: env names are unique whatever workerEnv holds', () => {
     const base = config();
-    const names = fc.constantFrom('WIDESCAN_HARDWARE', 'WIDESCAN_METRICS_PORT', 'A', 'B', 'WIDESCAN_REDIS_URL');
+    const names = fc.constantFrom('WIDESCAN_HARDWARE', 'WIDESCAN_METRICS_PORT', 'NVIDIA_DRIVER_CAPABILITIES', 'A', 'B', 'WIDESCAN_REDIS_URL');
     fc.assert(
       fc.property(fc.array(fc.record({ name: names, value: fc.string({ maxLength: 4 }) }), { maxLength: 8 }), fc.constantFrom<PoolName>('gpu', 'cpu'), (env, pool) => {
         const out = container(poolDeployment({ ...base, workerEnv: env }, pool, 1)).env!;
@@ -469,7 +653,7 @@ describe('poolDeployment', () => {
     expect(a).toStrictEqual(b);
     expect(JSON.parse(JSON.stringify(a))).toStrictEqual(a);
     container(a).env!.push({ name: 'B', value: '2' });
-    container(a).env![2]!.value = 'changed';
+    container(a).env!.find((e) => e.name === 'A')!.value = 'changed';
     a.spec!.template.spec!.nodeSelector!.a = 'changed';
     a.spec!.template.spec!.tolerations!.push({ key: 'x' });
     a.metadata!.labels!['widescan.dev/pool'] = 'changed';
