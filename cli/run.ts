@@ -149,6 +149,9 @@ async function reachable(redis: Redis, url: string): Promise<void> {
   }
 }
 
+/** With --metrics-port, how long a finished run waits for one more scrape of its final values. */
+const FINAL_SCRAPE_WAIT_MS = 5000;
+
 /** Runs a compiled job to its end; throws on infrastructure failures (exit 1). */
 export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult> {
   const logger = createLogger('run');
@@ -212,8 +215,13 @@ export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult
     cleanups.push(() => Promise.all(workers.map((w) => stopChild(w, 10_000))));
 
     const metrics = createMetrics('planner');
+    // Scrapes of the planner's /metrics so far: at the end, one more is awaited (see below).
+    let scrapes = 0;
     if (o.metricsPort) {
       const server = await serveMetrics(metrics.registry, o.metricsPort, () => redis.status === 'ready');
+      server.on('request', (req: { url?: string }) => {
+        if (req.url?.split('?')[0] === '/metrics') scrapes++;
+      });
       cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
     }
     const tick = async () => {
@@ -249,6 +257,13 @@ export async function runJob(job: CompiledJob, o: RunOptions): Promise<RunResult
     }
     await askFlush(listener);
     status = await tick();
+    // Someone scrapes us: let them see the final values (progress 1, the phase) before the port closes,
+    // waiting for their next scrape, at most FINAL_SCRAPE_WAIT_MS.
+    if (scrapes > 0) {
+      const seen = scrapes;
+      const deadline = Date.now() + FINAL_SCRAPE_WAIT_MS;
+      while (scrapes === seen && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    }
     const record = await loadJob(redis, job.id);
     const sendSeconds = ((record.lastShardDoneMs ?? Date.now()) - (record.startTimeMs ?? Date.now())) / 1000;
     const peers = await allPeers(new PeerStore(redis), job.id);
