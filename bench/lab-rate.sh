@@ -2,11 +2,12 @@
 # Probe rate and reply capture of `widescan run` (one worker, uncapped: rate 10^7) in the namespace lab.
 #   aliased: 2^BITS addresses of the lab's aliased /64, every one answers (the stress case for the listener);
 #   sparse:  examples/lab.yaml's targets (70144 positions, 32 live), as a real scan's hit rate looks;
-#   dead:    2^BITS addresses nobody answers (…:200::/(128-BITS)): the send path alone.
+#   dead:    2^BITS addresses nobody answers (…:200::/(128-BITS)): the send path alone, masscan's too.
 # Prints the run's summary line (its probes/s: registration to last shard done) and the capture ratio (valid
 # replies / replies expected) per round. In the aliased scenario each round also runs `masscan --ping`
 # (Debian's 1.3.2) on the same targets right after, times both tools by the responder's counter, and prints
-# the ratios. masscan sometimes hangs after --wait: bounded by a timeout.
+# the ratios; in the dead scenario too, timed by the responder's veth rx_packets (unanswered echoes are not
+# counted as Icmp6InEchos). masscan sometimes hangs after --wait: bounded by a timeout.
 # HOG=1: another process spins one core throughout (both tools' runs), as the issue's "under load" case.
 # RATE=N: widescan's job-wide cap (default 10^7, i.e. uncapped); masscan always runs uncapped.
 # Usage: [HOG=1] [RATE=N] bash bench/lab-rate.sh [aliased|sparse|dead] [rounds=3] [bits=20]
@@ -28,13 +29,18 @@ case "$scenario" in
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 router=$(ip -n "$lab-resp" link show "$lab-to-scan" | awk '/ether/ { print $2 }')
-# Both tools are timed the same way: the responder namespace's Icmp6InEchos counter, sampled every 50 ms;
-# the send rate is its increase over the time it kept increasing.
+# Both tools are timed the same way: the responder namespace's Icmp6InEchos counter (dead: its veth's
+# rx_packets), sampled every 50 ms; the send rate is its increase over the time it kept increasing.
 sampled() {
   local log=$1; shift
   # One shell inside the responder namespace, builtins only, so that sampling costs next to nothing.
-  ip netns exec "$lab-resp" bash -c 'while :; do while read -r k v; do [ "$k" = Icmp6InEchos ] && break; done </proc/net/snmp6
-    printf "%s %s\n" "$EPOCHREALTIME" "$v"; read -r -t 0.05 <> <(:) || :; done' >"$log" &
+  if [ "$scenario" = dead ]; then
+    ip netns exec "$lab-resp" bash -c 'while :; do read -r v </sys/class/net/$0-to-scan/statistics/rx_packets
+      printf "%s %s\n" "$EPOCHREALTIME" "$v"; read -r -t 0.05 <> <(:) || :; done' "$lab" >"$log" &
+  else
+    ip netns exec "$lab-resp" bash -c 'while :; do while read -r k v; do [ "$k" = Icmp6InEchos ] && break; done </proc/net/snmp6
+      printf "%s %s\n" "$EPOCHREALTIME" "$v"; read -r -t 0.05 <> <(:) || :; done' >"$log" &
+  fi
   local sampler=$!
   "$@" || true
   kill "$sampler"; wait "$sampler" 2>/dev/null || true
@@ -49,6 +55,10 @@ cpu_of() { # file command…: runs it, writes "user sys" to file
 per_million() { awk -v f="$1" -v n="$2" 'BEGIN { getline l < f; split(l, t, " "); printf "%.2f", (t[1] + t[2]) * 1e6 / n }'; }
 send_rate() { # from a sample log: probes/s while the counter rose
   awk 'NR == 1 { c0 = $2 } $2 > last { if (!t0) t0 = prev; t1 = $1; n = $2 - c0 } { prev = $1; last = $2 } END { printf "%d", n / (t1 - t0) }' "$1"
+}
+busy_rate() { # from a sample log: packets/s over the sampling intervals that carried more than 1000 (20 000/s),
+  # so that a tool's stray packets before it starts sending (neighbour discovery) do not stretch its window
+  awk 'NR > 1 && $2 - last > 1000 { n += $2 - last; t += $1 - prev } { prev = $1; last = $2 } END { printf "%d", t ? n / t : 0 }' "$1"
 }
 if [ "${HOG:-0}" = 1 ]; then
   node -e 'for (;;) {}' &
@@ -67,7 +77,17 @@ for i in $(seq "$rounds"); do
   wrate=$(send_rate "$log")
   echo "round $i: widescan: $line"
   echo "round $i: widescan: $(per_million "$cpu" "$probes") CPU s per million probes (whole run tree)"
-  if [ "$scenario" = dead ]; then continue; fi
+  if [ "$scenario" = dead ]; then
+    wrate=$(busy_rate "$log")
+    echo "round $i: widescan: sent at $wrate/s (responder veth counter, busy intervals)"
+    sampled "$log" cpu_of "$cpu" sh -c 'timeout 300 ip netns exec "$1" masscan --ping --range "$2" --adapter "$3" \
+      --adapter-ip fd00:5ca:1ab:f001::1 --router-mac "$4" --rate 10000000 --wait 1 >/dev/null 2>&1' - \
+      "$lab-scan" "fd00:5ca:1ab:200::/$((128 - bits))" "$lab-to-resp" "$router"
+    mrate=$(busy_rate "$log")
+    echo "round $i: masscan:  sent at $mrate/s (responder veth counter, busy intervals), $(per_million "$cpu" "$((2 ** bits))") CPU s per million probes"
+    echo "round $i: ratio widescan/masscan: rate $(awk -v a="$wrate" -v b="$mrate" 'BEGIN { printf "%.2f", a / b }')"
+    continue
+  fi
   wcap=$(awk -v v="$valid" -v e="$expected" 'BEGIN { printf "%.4f", v / e }')
   echo "round $i: widescan: capture $wcap of $expected expected replies"
   if [ "$scenario" = aliased ]; then
