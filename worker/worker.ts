@@ -42,6 +42,8 @@ export interface WorkerOptions {
   /** BullMQ lock; a worker silent this long (killed) has its shard redelivered. */
   lockMs?: number;
   concurrency?: number;
+  /** How a job's generator is made (default: createGenerator, which picks the backend for this machine). */
+  createGenerator?: typeof createGenerator;
 }
 
 interface JobContext {
@@ -119,7 +121,7 @@ export class ShardWorker {
     });
     // The job's own `hardware` picks the backend (with this machine's GPU, see backends.ts); this worker's
     // kind only decides which queues it reads.
-    const generator = await createGenerator(job.spec.hardware, job.space, writer);
+    const generator = await (this.options.createGenerator ?? createGenerator)(job.spec.hardware, job.space, writer);
     this.options.logger.info({ job: id, hardware: job.spec.hardware, backend: generator.backend }, 'generator ready');
     // A batch is ~10 ms of probes at the job's rate: small enough to pace smoothly, large enough to amortise
     // a Redis round trip for its tokens.

@@ -9,7 +9,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { EXIT_GPU_UNAVAILABLE, loadJob, type CompiledJob } from '../../lib/core/job.js';
-import { ProbeWriter } from '../../lib/core/probe.js';
+import { ICMP6_ECHO_REPLY, ProbeWriter, verifyEcho } from '../../lib/core/probe.js';
+import { keys } from '../../lib/keys.js';
+import { createLogger } from '../../lib/log.js';
+import { createMetrics } from '../../lib/metrics.js';
+import { ShardQueues } from '../../lib/queue.js';
+import { connectRedis, startEmbeddedRedis } from '../../lib/redis.js';
+import { Planner } from '../../operator/planner.js';
+import { ShardWorker } from '../../worker/worker.js';
 import { chooseBackend, createGenerator, GpuUnavailableError } from '../../worker/backends.js';
 import { CpuGenerator, ProbeBatch } from '../../worker/generator.js';
 import { GpuGenerator, probeGpu, type GpuProbe } from '../../worker/gpu.js';
@@ -119,6 +126,62 @@ describe('GPU backend on lavapipe, byte for byte with the CPU backend', () => {
     await expect(gpu.generate(0, 8, 0, batch)).rejects.toThrow(/closed/);
   }, 60_000);
 });
+
+test('a worker on the GPU backend: every target probed once, every probe verifies, backend webgpu in metrics and status', async () => {
+  const server = await startEmbeddedRedis();
+  const redis = connectRedis(server.url);
+  const connection = connectRedis(server.url);
+  const queues = new ShardQueues(redis);
+  const j = job('[{prefix: "fd00:5:6::/116", strategy: full}, {prefix: "fd00:5:7::/64", strategy: random, budget: 1000}]', '  shardSize: 1024');
+  const macKey = randomBytes(16);
+  const planner = new Planner(redis, queues, { window: 4 });
+  await planner.submit(j, { macKey, networkId: 4242, blocklist: [], fullLimitBits: 32 });
+  const seen = new Set<string>();
+  let verified = 0;
+  const io = {
+    setHopLimit() {},
+    async send(packets: Buffer, packetBytes: number, addresses: Uint8Array, from: number, to: number) {
+      for (let i = from; i < to; i++) {
+        const dst = addresses.subarray(16 * i, 16 * i + 16);
+        seen.add(Buffer.from(dst).toString('hex'));
+        // What the target's echo reply carries back: the request with type 129, from the probed address.
+        const reply = Buffer.from(packets.subarray(i * packetBytes, (i + 1) * packetBytes));
+        reply[0] = ICMP6_ECHO_REPLY;
+        if (verifyEcho(reply, dst, 4242, () => macKey).ok) verified++;
+      }
+      return { sent: to - from, errors: {} };
+    },
+  };
+  const metrics = createMetrics('worker');
+  // On this machine the adapter is software, which createGenerator never takes: the test hands the worker the
+  // GPU backend itself.
+  const worker = new ShardWorker({
+    redis, connection, io, logger: createLogger('worker'), metrics, hardware: 'gpu', checkpointMs: 200,
+    createGenerator: async (_hardware, space, writer) => GpuGenerator.create(space, writer, { chunk: 2048 }),
+  });
+  const running = worker.run();
+  try {
+    let status = await planner.tick(j.id);
+    for (const until = Date.now() + 60_000; status.phase === 'Running' && Date.now() < until;) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = await planner.tick(j.id);
+    }
+    expect(status.phase).toBe('Succeeded');
+    expect(status.backend).toBe('webgpu');
+    expect(await redis.hget(keys.job(j.id), 'backend')).toBe('webgpu');
+    expect(seen.size).toBe(4096 + 1000);
+    expect(verified).toBe(4096 + 1000);
+    const sent = (await metrics.registry.getSingleMetric('widescan_probes_sent_total')!.get()).values;
+    expect(sent).toEqual([expect.objectContaining({ value: 5096, labels: expect.objectContaining({ backend: 'webgpu' }) })]);
+  } finally {
+    await worker.stop();
+    await running;
+    await queues.close();
+    connection.disconnect();
+    redis.disconnect();
+    await server.stop();
+  }
+}, 120_000);
 
 describe('a software adapter is never used for scanning', () => {
   test('this machine has only a software adapter: auto → CPU, gpu → refused naming it, cpu → CPU', async () => {
