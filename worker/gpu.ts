@@ -251,7 +251,7 @@ export class GpuGenerator implements AddressGenerator {
     this.macFixed = writer.macFixedBytes();
   }
 
-  /** Compiles the kernels of a job; any WebGPU adapter will do (selectGenerator decides which may be used). */
+  /** Compiles the kernels of a job; any WebGPU adapter will do (chooseBackend in backends.ts decides which may be used). */
   static async create(space: TargetSpace, writer: ProbeWriter, options: GpuGeneratorOptions = {}): Promise<GpuGenerator> {
     const chunk = options.chunk ?? 65536;
     if (!Number.isInteger(chunk) || chunk < 1 || chunk > 1 << 22) throw new RangeError(`GPU chunk must be an integer in [1, 2^22], got ${String(chunk)}`);
@@ -269,6 +269,7 @@ export class GpuGenerator implements AddressGenerator {
   async generate(start: number, count: number, sendTimeMs: number, batch: ProbeBatch): Promise<void> {
     if (this.closed) throw new Error('GPU generator is closed');
     if (count > batch.capacity) throw new RangeError(`batch of ${count} exceeds capacity ${batch.capacity}`);
+    if (count > this.chunks[0].capacity) throw new RangeError(`batch of ${count} exceeds the GPU chunk of ${this.chunks[0].capacity} positions; create the generator with a larger chunk`);
     if (!(Number.isSafeInteger(start) && start >= 0 && count >= 0 && start + count <= this.space.size)) {
       throw new RangeError(`positions [${start}, ${start + count}) are outside the target space [0, ${this.space.size})`);
     }

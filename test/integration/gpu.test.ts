@@ -118,6 +118,7 @@ describe('GPU backend on lavapipe, byte for byte with the CPU backend', () => {
     const gpu = await GpuGenerator.create(j.space, writer, { chunk: 64 });
     const batch = new ProbeBatch(8, writer.packetBytes);
     await expect(gpu.generate(0, 9, 0, batch)).rejects.toThrow(/batch of 9 exceeds capacity 8/);
+    await expect(gpu.generate(0, 65, 0, new ProbeBatch(128, writer.packetBytes))).rejects.toThrow(/batch of 65 exceeds the GPU chunk of 64 positions/);
     await expect(gpu.generate(250, 8, 0, batch)).rejects.toThrow(/positions \[250, 258\) are outside the target space \[0, 256\)/);
     await expect(gpu.generate(-1, 1, 0, batch)).rejects.toThrow(/outside the target space/);
     await gpu.generate(0, 8, 0, batch);
