@@ -10,12 +10,20 @@
 # counted as Icmp6InEchos). masscan sometimes hangs after --wait: bounded by a timeout.
 # HOG=1: another process spins one core throughout (both tools' runs), as the issue's "under load" case.
 # RATE=N: widescan's job-wide cap (default 10^7, i.e. uncapped); masscan always runs uncapped.
-# Usage: [HOG=1] [RATE=N] bash bench/lab-rate.sh [aliased|sparse|dead] [rounds=3] [bits=20]
+# IO=packet: widescan's worker sends on the packet path (WIDESCAN_IO=packet: Ethernet frames on a packet
+# socket on the scanner's responder link, from masscan's source address, to the router MAC masscan is given).
+# Usage: [HOG=1] [RATE=N] [IO=packet] bash bench/lab-rate.sh [aliased|sparse|dead] [rounds=3] [bits=20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:-aliased}
 rounds=${2:-3}
 bits=${3:-20}
+# masscan loads libpcap at run time, which Debian's masscan package only recommends: without it masscan
+# sends nothing ("failed to load libpcap shared library").
+if [ "$scenario" != sparse ] && ! { command -v masscan >/dev/null && ldconfig -p | grep -c 'libpcap\.so\.0\.8' >/dev/null; }; then
+  echo "installing masscan and libpcap0.8" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq masscan libpcap0.8 >/dev/null
+fi
 source bench/lab.sh
 bench_lab br
 case "$scenario" in
@@ -29,6 +37,15 @@ case "$scenario" in
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 router=$(ip -n "$lab-resp" link show "$lab-to-scan" | awk '/ether/ { print $2 }')
+wenv=() # widescan's extra environment
+case "${IO:-}" in
+  '') ;;
+  packet)
+    wenv=(WIDESCAN_IO=packet "WIDESCAN_PACKET_INTERFACE=$lab-to-resp" "WIDESCAN_PACKET_ROUTER_MAC=$router" WIDESCAN_PACKET_SOURCE=fd00:5ca:1ab:f001::1)
+    echo "widescan on the packet path: ${wenv[*]}"
+    ;;
+  *) echo "IO=$IO: unknown; use IO=packet or leave it unset" >&2; exit 2 ;;
+esac
 # Both tools are timed the same way: the responder namespace's Icmp6InEchos counter (dead: its veth's
 # rx_packets), sampled every 50 ms; the send rate is its increase over the time it kept increasing.
 sampled() {
@@ -70,7 +87,8 @@ for i in $(seq "$rounds"); do
   log=$(mktemp)
   out=$(mktemp)
   cpu=$(mktemp)
-  sampled "$log" cpu_of "$cpu" sh -c 'ip netns exec "$1" node dist/cli/main.js run "$2" --no-progress 2>/dev/null' - "$lab-scan" "$job" >"$out"
+  sampled "$log" cpu_of "$cpu" sh -c 'ns=$1 job=$2; shift 2; ip netns exec "$ns" env "$@" node dist/cli/main.js run "$job" --no-progress 2>/dev/null' \
+    - "$lab-scan" "$job" "${wenv[@]}" >"$out"
   line=$(grep -E '^(Succeeded|Failed)' "$out")
   probes=$(sed -E 's/^[A-Za-z]+: ([0-9]+) probes.*/\1/' <<<"$line")
   valid=$(sed -E 's/.* ([0-9]+) valid replies.*/\1/' <<<"$line")
@@ -84,6 +102,7 @@ for i in $(seq "$rounds"); do
       --adapter-ip fd00:5ca:1ab:f001::1 --router-mac "$4" --rate 10000000 --wait 1 >/dev/null 2>&1' - \
       "$lab-scan" "fd00:5ca:1ab:200::/$((128 - bits))" "$lab-to-resp" "$router"
     mrate=$(busy_rate "$log")
+    [ "$mrate" -gt 0 ] || { echo "masscan sent nothing: run it by hand to see why" >&2; exit 1; }
     echo "round $i: masscan:  sent at $mrate/s (responder veth counter, busy intervals), $(per_million "$cpu" "$((2 ** bits))") CPU s per million probes"
     echo "round $i: ratio widescan/masscan: rate $(awk -v a="$wrate" -v b="$mrate" 'BEGIN { printf "%.2f", a / b }')"
     continue
@@ -96,6 +115,7 @@ for i in $(seq "$rounds"); do
       --adapter-ip fd00:5ca:1ab:f001::1 --router-mac "$4" --rate 10000000 --wait 2 -oL "$5" >/dev/null 2>&1' - \
       "$lab-scan" "fd00:5ca:1ab:1aa::/$((128 - bits))" "$lab-to-resp" "$router" "$out"
     mrate=$(send_rate "$log")
+    [ "$mrate" -gt 0 ] || { echo "masscan sent nothing: run it by hand to see why" >&2; exit 1; }
     echo "round $i: masscan:  $(per_million "$cpu" "$expected") CPU s per million probes (its --wait included)"
     found=$(grep -c '^open' "$out" || true)
     mcap=$(awk -v f="$found" -v e="$expected" 'BEGIN { printf "%.4f", f / e }')

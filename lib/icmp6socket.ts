@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import type raw from 'raw-socket';
+import { checkHopLimit } from './core/frame.js';
 
 const IPPROTO_ICMPV6 = 58;
 const ICMP6_FILTER = 1;
@@ -30,9 +31,7 @@ function checkInteger(value: unknown, name: string, min: number, max: number): v
   }
 }
 
-export function checkHopLimit(hops: unknown): void {
-  checkInteger(hops, 'hopLimit', 1, 255);
-}
+export { checkHopLimit } from './core/frame.js';
 
 /** Validates the options of both I/O paths (raw-socket here, the native addon in lib/icmp6native.ts). */
 export function checkIcmp6SocketOptions(options: Icmp6SocketOptions): void {

@@ -28,7 +28,7 @@ export function createMetrics(component: string) {
     reconcileSeconds: new Histogram({ name: 'widescan_reconcile_duration_seconds', help: 'Reconcile duration', registers: r }),
     bootstrapPeers: new Gauge({ name: 'widescan_bootstrap_peers', help: 'Peers known to the bootstrap service', labelNames: ['kind'], registers: r }),
     httpRequests: new Counter({ name: 'widescan_http_requests_total', help: 'HTTP requests by route and status code', labelNames: ['route', 'code'], registers: r }),
-    ioPath: new Gauge({ name: 'widescan_io_path', help: 'Raw ICMPv6 I/O path in use: sendmmsg (native addon) or raw-socket', labelNames: ['path'], registers: r }),
+    ioPath: new Gauge({ name: 'widescan_io_path', help: 'ICMPv6 I/O path in use: sendmmsg (native addon), packet (its packet socket, send-only) or raw-socket', labelNames: ['path'], registers: r }),
     reportsDropped: new Counter({ name: 'widescan_reports_dropped_total', help: 'Peer reports dropped because the listener\'s bounded buffer was full', registers: r }),
   };
 }

@@ -5,6 +5,8 @@
 #define NAPI_VERSION 8
 #include <errno.h>
 #include <netinet/icmp6.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <netinet/in.h>
 #include <node_api.h>
 #include <stdint.h>
@@ -28,6 +30,7 @@
 typedef struct {
   int fd;
   int receives; // ICMP6_FILTER passes at least one type
+  int packet;   // an AF_PACKET socket bound to one interface (openPacket): sends whole frames, receives nothing
   napi_env env;
   uv_poll_t* poll;  // freed by its close callback
   int poll_closing; // uv_close called, its callback not yet run: this struct must live until then
@@ -62,6 +65,7 @@ static const char* errno_code(int err) {
     return #x;
     E(EPERM) E(EACCES) E(EAGAIN) E(EBADF) E(EINVAL) E(ENOMEM) E(ENOBUFS) E(EMFILE) E(ENFILE) E(EAFNOSUPPORT)
     E(EPROTONOSUPPORT) E(ENOPROTOOPT) E(ENETUNREACH) E(EHOSTUNREACH) E(EMSGSIZE) E(EADDRNOTAVAIL) E(ENOSYS)
+    E(ENODEV) E(ENXIO) E(ENETDOWN)
 #undef E
     default:
       return "EUNKNOWN";
@@ -71,7 +75,9 @@ static const char* errno_code(int err) {
 static napi_value throw_errno(napi_env env, const char* what, int err) {
   char msg[320];
   const char* hint = "";
-  if (err == EPERM || err == EACCES) hint = "; widescan needs CAP_NET_RAW for raw ICMPv6 sockets (run as root or grant it)";
+  if (err == EPERM || err == EACCES)
+    hint = strstr(what, "AF_PACKET") ? "; widescan needs CAP_NET_RAW for packet sockets (run as root or grant it)"
+                                     : "; widescan needs CAP_NET_RAW for raw ICMPv6 sockets (run as root or grant it)";
   snprintf(msg, sizeof msg, "%s failed: %s (%s)%s", what, strerror(err), errno_code(err), hint);
   napi_throw_error(env, errno_code(err), msg);
   return NULL;
@@ -356,9 +362,32 @@ static int set_buffer(napi_env env, int fd, int force_option, int option, double
   return 0;
 }
 
+/** Wraps an open socket in a new type-tagged handle object; closes fd on failure. */
+static napi_value wrap_socket(napi_env env, int fd, int receives, int packet) {
+  napi_value result;
+  Icmp6* h = calloc(1, sizeof *h);
+  if (!h) {
+    close(fd);
+    return throw_errno(env, "allocating the socket state", ENOMEM);
+  }
+  h->fd = fd;
+  h->env = env;
+  h->receives = receives;
+  h->packet = packet;
+  if (napi_create_object(env, &result) != napi_ok || napi_type_tag_object(env, result, &HANDLE_TAG) != napi_ok ||
+      napi_wrap(env, result, h, finalize, NULL, NULL) != napi_ok) {
+    close(fd);
+    free(h);
+    napi_throw_error(env, NULL, "could not create the socket handle object");
+    return NULL;
+  }
+  if (napi_add_async_cleanup_hook(env, on_env_exit, h, &h->hook) != napi_ok) h->hook = NULL; // then no teardown wait
+  return result;
+}
+
 static napi_value Open(napi_env env, napi_callback_info info) {
   size_t argc = 1;
-  napi_value argv[1], types_value, result;
+  napi_value argv[1], types_value;
   napi_valuetype type = napi_undefined;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc >= 1) napi_typeof(env, argv[0], &type);
@@ -409,23 +438,7 @@ static napi_value Open(napi_env env, napi_callback_info info) {
     close(fd);
     return NULL;
   }
-  Icmp6* h = calloc(1, sizeof *h);
-  if (!h) {
-    close(fd);
-    return throw_errno(env, "allocating the socket state", ENOMEM);
-  }
-  h->fd = fd;
-  h->env = env;
-  h->receives = count > 0;
-  if (napi_create_object(env, &result) != napi_ok || napi_type_tag_object(env, result, &HANDLE_TAG) != napi_ok ||
-      napi_wrap(env, result, h, finalize, NULL, NULL) != napi_ok) {
-    close(fd);
-    free(h);
-    napi_throw_error(env, NULL, "could not create the socket handle object");
-    return NULL;
-  }
-  if (napi_add_async_cleanup_hook(env, on_env_exit, h, &h->hook) != napi_ok) h->hook = NULL; // then no teardown wait
-  return result;
+  return wrap_socket(env, fd, count > 0, 0);
 }
 
 static napi_value SendBatch(napi_env env, napi_callback_info info) {
@@ -438,6 +451,10 @@ static napi_value SendBatch(napi_env env, napi_callback_info info) {
   }
   Icmp6* h = get_handle(env, argv[0], 1);
   if (!h) return NULL;
+  if (h->packet) {
+    napi_throw_error(env, "ERR_INVALID_STATE", "this is a packet socket (openPacket): it sends whole frames with sendFrames, not sendBatch");
+    return NULL;
+  }
   uint8_t *packets, *addresses;
   size_t packets_length, addresses_length;
   double packet_bytes, from_d, to_d;
@@ -488,6 +505,103 @@ static napi_value SendBatch(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/**
+ * openPacket(ifindex, sendBufferBytes?): an AF_PACKET socket bound to one interface, for frames that carry
+ * their own link and IPv6 headers (masscan's way: no route lookup, neighbour resolution or IPv6 output per
+ * packet). Protocol 0: it receives nothing, so a send-only scanner queues no copies of the link's traffic.
+ */
+static napi_value OpenPacket(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2] = {NULL, NULL};
+  napi_valuetype type = napi_undefined;
+  double ifindex, sndbuf = 0;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "openPacket(ifindex, sendBufferBytes?)");
+    return NULL;
+  }
+  if (!get_integer(env, argv[0], "ifindex", 1, 2147483647, &ifindex)) return NULL;
+  if (argc >= 2) napi_typeof(env, argv[1], &type);
+  if (type != napi_undefined && !get_integer(env, argv[1], "sendBufferBytes", 1, MAX_SOCKET_BUFFER_BYTES, &sndbuf)) return NULL;
+  int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket(AF_PACKET, SOCK_RAW)", errno);
+  struct sockaddr_ll where;
+  memset(&where, 0, sizeof where);
+  where.sll_family = AF_PACKET;
+  where.sll_protocol = 0; // bound for sending only: no protocol, no received frames
+  where.sll_ifindex = (int)ifindex;
+  if (bind(fd, (struct sockaddr*)&where, sizeof where) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "bind(AF_PACKET) to the interface", err);
+  }
+  if (type != napi_undefined && !set_buffer(env, fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf, "setsockopt(SO_SNDBUF)")) {
+    close(fd);
+    return NULL;
+  }
+  return wrap_socket(env, fd, 0, 1);
+}
+
+/**
+ * sendFrames(handle, frames, frameBytes, from, to): frames [from, to), frame i at frames[i * frameBytes], on a
+ * packet socket. Returns { sent, errno } like sendBatch: errno is about frame from + sent.
+ */
+static napi_value SendFrames(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "sendFrames(handle, frames, frameBytes, from, to)");
+    return NULL;
+  }
+  Icmp6* h = get_handle(env, argv[0], 1);
+  if (!h) return NULL;
+  if (!h->packet) {
+    napi_throw_error(env, "ERR_INVALID_STATE", "this is an ICMPv6 socket (open): it sends ICMPv6 messages with sendBatch, not frames");
+    return NULL;
+  }
+  uint8_t* frames;
+  size_t frames_length;
+  double frame_bytes, from_d, to_d;
+  // 14 bytes of Ethernet header at least; 65535 + the link and IPv6 headers at most.
+  if (!get_bytes(env, argv[1], "frames", &frames, &frames_length) || !get_integer(env, argv[2], "frameBytes", 14, 65535 + 54, &frame_bytes)) return NULL;
+  size_t fb = (size_t)frame_bytes;
+  size_t capacity = frames_length / fb;
+  if (!get_integer(env, argv[3], "from", 0, (double)capacity, &from_d) || !get_integer(env, argv[4], "to", from_d, (double)capacity, &to_d)) return NULL;
+  if (!h->smsg) {
+    h->smsg = calloc(SEND_BATCH, sizeof *h->smsg);
+    h->siov = calloc(SEND_BATCH, sizeof *h->siov);
+    if (!h->smsg || !h->siov) return throw_errno(env, "allocating send buffers", ENOMEM);
+    for (int k = 0; k < SEND_BATCH; k++) {
+      h->smsg[k].msg_hdr.msg_iov = &h->siov[k]; // no address: the socket is bound to its interface
+      h->smsg[k].msg_hdr.msg_iovlen = 1;
+    }
+  }
+  size_t from = (size_t)from_d, to = (size_t)to_d, i = from;
+  int err = 0;
+  while (i < to) {
+    unsigned n = to - i < SEND_BATCH ? (unsigned)(to - i) : SEND_BATCH;
+    for (unsigned k = 0; k < n; k++) {
+      h->siov[k].iov_base = frames + (i + k) * fb;
+      h->siov[k].iov_len = fb;
+    }
+    int sent = sendmmsg(h->fd, h->smsg, n, 0);
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      break;
+    }
+    i += (size_t)sent;
+  }
+  napi_value result, v;
+  CHECK(napi_create_object(env, &result));
+  CHECK(napi_create_double(env, (double)(i - from), &v));
+  CHECK(napi_set_named_property(env, result, "sent", v));
+  CHECK(napi_create_int32(env, err, &v));
+  CHECK(napi_set_named_property(env, result, "errno", v));
+  return result;
+}
+
 static int get_function(napi_env env, napi_value v, const char* name) {
   napi_valuetype type;
   char msg[120];
@@ -506,6 +620,10 @@ static napi_value StartReceiving(napi_env env, napi_callback_info info) {
   if (!h || !get_function(env, argv[1], "callback")) return NULL;
   if (h->on_packets) {
     napi_throw_error(env, "ERR_INVALID_STATE", "this socket is receiving already; one callback per socket");
+    return NULL;
+  }
+  if (h->packet) {
+    napi_throw_error(env, "ERR_INVALID_STATE", "this is a packet socket (openPacket): it sends frames and receives nothing");
     return NULL;
   }
   if (!h->receives) {
@@ -566,6 +684,10 @@ static napi_value SetHopLimit(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   Icmp6* h = get_handle(env, argv[0], 1);
   if (!h) return NULL;
+  if (h->packet) {
+    napi_throw_error(env, "ERR_INVALID_STATE", "this is a packet socket (openPacket): the hop limit is in the frames it is given");
+    return NULL;
+  }
   if (argc < 2 || !get_integer(env, argv[1], "hopLimit", 1, 255, &hops)) {
     if (argc < 2) napi_throw_type_error(env, "ERR_MISSING_ARGS", "setHopLimit(handle, hops)");
     return NULL;
@@ -590,6 +712,8 @@ NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"open", NULL, Open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendBatch", NULL, SendBatch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openPacket", NULL, OpenPacket, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sendFrames", NULL, SendFrames, NULL, NULL, NULL, napi_enumerable, NULL},
       {"startReceiving", NULL, StartReceiving, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitWritable", NULL, WaitWritable, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setHopLimit", NULL, SetHopLimit, NULL, NULL, NULL, napi_enumerable, NULL},

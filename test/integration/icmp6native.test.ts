@@ -353,7 +353,7 @@ describe.each([
     expect(bad.reversed).toMatch(/^RangeError: probes \[10, 5\) are not within the 4096/);
     expect(bad.beyond).toMatch(/^RangeError: probes \[0, 4097\)/);
     expect(bad.shortAddresses).toMatch(/^RangeError: probes \[0, 3\) are not within the 2 /);
-    expect(bad.zeroBytes).toMatch(/^RangeError: packetBytes must be an integer from 1 to 65535, got 0/);
+    expect(bad.zeroBytes).toMatch(/^RangeError: packetBytes must be an integer from 4 to 65535, got 0/);
     expect(bad.fraction).toMatch(/^RangeError: probes \[0\.5, 1\)/);
     expect(bad.notBytes).toMatch(/^TypeError: packets must be a Buffer/);
     expect(bad.hops0).toMatch(/^RangeError: hopLimit must be an integer from 1 to 255, got 0/);

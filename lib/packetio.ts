@@ -1,0 +1,108 @@
+// The settings of the packet-socket send path (WIDESCAN_IO=packet, PacketTransport in lib/icmp6native.ts):
+// whole Ethernet frames written to an AF_PACKET socket bound to one interface, masscan's way. The kernel then
+// skips route lookup, neighbour resolution and IPv6 output per packet; in exchange widescan writes the IPv6
+// header and ICMPv6 checksum itself (lib/core/frame.ts) and must be told the next hop's MAC
+// (WIDESCAN_PACKET_ROUTER_MAC, like masscan's --router-mac). Send-only: replies still arrive on the
+// listener's raw ICMPv6 socket.
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { addressToBytes, parseAddress } from './core/ipv6.js';
+
+export interface PacketSettings {
+  interfaceName: string;
+  ifindex: number;
+  sourceMac: Uint8Array;
+  routerMac: Uint8Array;
+  /** The IPv6 source address of every probe (16 bytes). */
+  source: Uint8Array;
+  /** The interface's default hop limit (what the kernel would have used), until setHopLimit. */
+  hopLimit: number;
+}
+
+const ARPHRD_ETHER = 1;
+
+/** "02:00:5e:10:00:01" (or with '-') to 6 bytes; `name` is the setting it came from, for the error. */
+export function parseMac(text: string, name: string): Uint8Array {
+  const m = /^([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})$/i.exec(text.trim());
+  if (!m) throw new Error(`${name}=${JSON.stringify(text.slice(0, 40))} is not a MAC address; write six hex pairs, e.g. 02:00:5e:10:00:01`);
+  return Uint8Array.from(m.slice(1), (h) => parseInt(h, 16));
+}
+
+function readSys(sysfs: string, name: string, file: string, setting: string): string {
+  try {
+    return readFileSync(path.join(sysfs, name, file), 'utf8').trim();
+  } catch {
+    throw new Error(`${setting}=${JSON.stringify(name)}: no such network interface here (no ${path.join(sysfs, name, file)}); name one of: ${listInterfaces(sysfs)}`);
+  }
+}
+
+function listInterfaces(sysfs: string): string {
+  return Object.keys(os.networkInterfaces()).join(', ') || `(none found in ${sysfs})`;
+}
+
+export interface PacketEnvironment {
+  env?: NodeJS.ProcessEnv;
+  /** /sys/class/net, or a stand-in for tests. */
+  sysfs?: string;
+  /** /proc/sys/net/ipv6/conf, or a stand-in for tests. */
+  ipv6conf?: string;
+  interfaces?: NodeJS.Dict<os.NetworkInterfaceInfo[]>;
+}
+
+/**
+ * The packet path's settings from WIDESCAN_PACKET_INTERFACE (required), WIDESCAN_PACKET_ROUTER_MAC (required)
+ * and WIDESCAN_PACKET_SOURCE (default: the interface's first global address); each checked, with errors that
+ * name the setting and the fix.
+ */
+export function packetSettingsFromEnv(where: PacketEnvironment = {}): PacketSettings {
+  const { env = process.env, sysfs = '/sys/class/net', ipv6conf = '/proc/sys/net/ipv6/conf', interfaces = os.networkInterfaces() } = where;
+  const name = env.WIDESCAN_PACKET_INTERFACE ?? '';
+  if (name === '') throw new Error('WIDESCAN_IO=packet needs WIDESCAN_PACKET_INTERFACE: the interface to send on (e.g. eth0)');
+  // Linux interface names: 1 to 15 bytes, no '/', no whitespace, not '.' or '..' (they must not escape sysfs).
+  if (!/^[^/\s:]{1,15}$/.test(name) || name === '.' || name === '..') {
+    throw new Error(`WIDESCAN_PACKET_INTERFACE=${JSON.stringify(name.slice(0, 40))} is not an interface name (1 to 15 characters, no '/', ':' or spaces)`);
+  }
+  const setting = 'WIDESCAN_PACKET_INTERFACE';
+  const ifindex = Number(readSys(sysfs, name, 'ifindex', setting));
+  if (!Number.isInteger(ifindex) || ifindex < 1) throw new Error(`${setting}=${name}: its ifindex in ${sysfs} is not a positive integer`);
+  if (Number(readSys(sysfs, name, 'type', setting)) !== ARPHRD_ETHER) {
+    throw new Error(`${setting}=${name} is not an Ethernet interface; the packet path writes Ethernet frames (use WIDESCAN_IO=native on other links)`);
+  }
+  const sourceMac = parseMac(readSys(sysfs, name, 'address', setting), `${path.join(sysfs, name, 'address')}`);
+
+  const routerText = env.WIDESCAN_PACKET_ROUTER_MAC ?? '';
+  if (routerText === '') {
+    throw new Error(`WIDESCAN_IO=packet needs WIDESCAN_PACKET_ROUTER_MAC: the next hop's MAC on ${name} (e.g. from \`ip neigh show dev ${name}\`)`);
+  }
+  const routerMac = parseMac(routerText, 'WIDESCAN_PACKET_ROUTER_MAC');
+  if (routerMac[0]! & 1) throw new Error(`WIDESCAN_PACKET_ROUTER_MAC=${routerText} is a multicast/broadcast MAC; give the router's unicast MAC`);
+  if (routerMac.every((b) => b === 0)) throw new Error('WIDESCAN_PACKET_ROUTER_MAC=00:00:00:00:00:00 is not a MAC; give the router\'s');
+
+  const sourceText = env.WIDESCAN_PACKET_SOURCE ?? '';
+  let source: Uint8Array;
+  if (sourceText !== '') {
+    let address: bigint;
+    try {
+      address = parseAddress(sourceText);
+    } catch (error) {
+      throw new Error(`WIDESCAN_PACKET_SOURCE: ${(error as Error).message}`);
+    }
+    source = addressToBytes(address);
+    if (source[0] === 0xff || address === 0n || address === 1n) {
+      throw new Error(`WIDESCAN_PACKET_SOURCE=${sourceText} cannot be a source address (multicast, unspecified or loopback); give this host's unicast address`);
+    }
+  } else {
+    const global = (interfaces[name] ?? []).find((a) => a.family === 'IPv6' && !a.internal && !/^fe[89ab]/i.test(a.address));
+    if (!global) throw new Error(`${name} has no global IPv6 address to send from; add one or set WIDESCAN_PACKET_SOURCE`);
+    source = addressToBytes(parseAddress(global.address));
+  }
+  let hopLimit = 64;
+  try {
+    const configured = Number(readFileSync(path.join(ipv6conf, name, 'hop_limit'), 'utf8'));
+    if (Number.isInteger(configured) && configured >= 1 && configured <= 255) hopLimit = configured;
+  } catch {
+    // No per-interface setting readable: the kernel's default, 64.
+  }
+  return { interfaceName: name, ifindex, sourceMac, routerMac, source, hopLimit };
+}
