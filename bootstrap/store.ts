@@ -123,6 +123,13 @@ local kindKey = { host = KEYS[2], widescan = KEYS[3] }
 local created, updated, blocked = 0, 0, 0
 -- (job, kind) of each peer new to its job, for widescan_peers_discovered_total
 local discovered = {}
+-- Counter increments by counter key and field, written once per batch (not once per peer).
+local increments = {}
+local function bump(key, field)
+  local c = increments[key]
+  if not c then c = {}; increments[key] = c end
+  c[field] = (c[field] or 0) + 1
+end
 local n = #ARGV / ${ARGS_PER_REPORT}
 for i = 0, n - 1 do
   local a = i * ${ARGS_PER_REPORT}
@@ -142,9 +149,12 @@ for i = 0, n - 1 do
       seqChanged = true
       score = string.format('%.0f', seq)
       local first = math.floor(seq / ${SCORE_SCALE})
-      redis.call('HSET', peerKey, 'score', score, 'kind', kind, 'job', job,
-        'last', string.format('%.0f', math.max(seenMs, first)))
-      if rtt ~= '' then redis.call('HSET', peerKey, 'rtt', rtt) end
+      local last = string.format('%.0f', math.max(seenMs, first))
+      if rtt ~= '' then
+        redis.call('HSET', peerKey, 'score', score, 'kind', kind, 'job', job, 'last', last, 'rtt', rtt)
+      else
+        redis.call('HSET', peerKey, 'score', score, 'kind', kind, 'job', job, 'last', last)
+      end
       redis.call('ZADD', KEYS[1], score, addr)
       redis.call('ZADD', kindKey[kind], score, addr)
       created = created + 1
@@ -162,14 +172,17 @@ for i = 0, n - 1 do
       updated = updated + 1
     end
     if redis.call('ZADD', jobKey, 'NX', score, addr) == 1 then
-      redis.call('HINCRBY', counterKey, 'peersDiscovered', 1)
+      bump(counterKey, 'peersDiscovered')
       discovered[#discovered + 1] = job
       discovered[#discovered + 1] = kind
     end
     if kind == 'widescan' and redis.call('HSETNX', peerKey, 'ws:' .. job, '1') == 1 then
-      redis.call('HINCRBY', counterKey, 'widescanPeers', 1)
+      bump(counterKey, 'widescanPeers')
     end
   end
+end
+for key, c in pairs(increments) do
+  for field, by in pairs(c) do redis.call('HINCRBY', key, field, by) end
 end
 if seqChanged then redis.call('SET', KEYS[4], string.format('%.0f', seq)) end
 local out = { n, created, updated, blocked }

@@ -3,7 +3,7 @@
 // reported. Echo requests that verify under our network key come from another widescan instance: that is a
 // widescan peer, greeted with one rate-limited `hello` so that it learns of us too.
 
-import { addressToBytes, bytesToAddress, formatAddress, parseAddress } from '../lib/core/ipv6.js';
+import { addressToBytes, formatAddressBytes, parseAddress } from '../lib/core/ipv6.js';
 import { macKeyFor } from '../lib/core/keys.js';
 import { ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, KIND_HELLO, KIND_PROBE, PROBE_MAGIC, ProbeWriter, verifyEcho, type EchoVerdict } from '../lib/core/probe.js';
 import { sipKey, type SipKey } from '../lib/core/siphash.js';
@@ -16,6 +16,11 @@ import type { PeerReport } from './reporter.js';
 
 /** A report before its job tag is resolved to a job id. */
 export type TaggedReport = Omit<PeerReport, 'job'> & { tag: number };
+
+/** The report of `peer` for the job `job` (a literal, not a rest/spread copy: this runs once per new peer). */
+export function peerReport(peer: TaggedReport, job: string): PeerReport {
+  return peer.rttMs === undefined ? { address: peer.address, kind: peer.kind, job } : { address: peer.address, kind: peer.kind, job, rttMs: peer.rttMs };
+}
 
 export interface ListenerOptions {
   /** Receives echo traffic in batches, sends hellos. */
@@ -116,10 +121,10 @@ export class Listener {
       const tag = packet.length >= 20 ? readTag(packet) : undefined;
       this.countReply(tag !== undefined && this.o.isOwnTag(tag) ? this.o.labelOf(tag) : 'unknown', 'invalid');
       if (tag !== undefined) this.o.count(tag, 'repliesInvalid', 1);
-      this.o.logger.debug({ source: formatAddress(bytesToAddress(src)), reason: v.reason }, 'invalid reply');
+      this.o.logger.debug({ source: formatAddressBytes(src), reason: v.reason }, 'invalid reply');
       return;
     }
-    const address = formatAddress(bytesToAddress(src));
+    const address = formatAddressBytes(src);
     if (v.kind === KIND_HELLO) {
       // Our hello, echoed by the other instance's kernel: it is alive and of our network.
       this.widescanPeer(address, Number(v.targetIndex % BigInt(TWO32)), undefined);
@@ -153,7 +158,7 @@ export class Listener {
     if (!verdict || !verdict.ok) return;
     // Our own probes (a worker scanning this node) and our own hellos are not peers.
     if (verdict.jobTag === this.o.instanceTag || this.o.isOwnTag(verdict.jobTag)) return;
-    const address = formatAddress(bytesToAddress(src));
+    const address = formatAddressBytes(src);
     if (verdict.kind === KIND_HELLO) {
       // The hello names the job of ours whose probe it answers.
       this.widescanPeer(address, Number(verdict.targetIndex % BigInt(TWO32)), undefined);

@@ -10,7 +10,7 @@ import { addCounters } from '../lib/jobstore.js';
 import { keys, type JobCounter } from '../lib/keys.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
-import { Listener, type TaggedReport } from './listener.js';
+import { Listener, peerReport, type TaggedReport } from './listener.js';
 import { BootstrapReporter, StdoutReporter, type Reporter } from './reporter.js';
 
 export interface ListenerServiceOptions {
@@ -73,7 +73,7 @@ export async function startListenerService(o: ListenerServiceOptions): Promise<L
   const resolveReports = async () => {
     if (unresolved.length === 0) return;
     await refreshTags().catch((err) => o.logger.warn({ err: String(err) }, 'job registry unavailable'));
-    for (const { tag, ...peer } of unresolved.splice(0)) reporter.report({ ...peer, job: jobOf(tag) });
+    for (const peer of unresolved.splice(0)) reporter.report(peerReport(peer, jobOf(peer.tag)));
   };
   const pending = new Map<number, Partial<Record<JobCounter, number>>>();
   const flushCounters = async () => {
@@ -99,10 +99,9 @@ export async function startListenerService(o: ListenerServiceOptions): Promise<L
     isOwnTag: (tag) => tags.has(tag),
     labelOf: jobOf,
     report: (peer) => {
-      const { tag, ...rest } = peer;
-      const job = tags.get(tag);
+      const job = tags.get(peer.tag);
       if (job !== undefined || !o.redis) {
-        reporter.report({ ...rest, job: job ?? jobTagHex(tag) });
+        reporter.report(peerReport(peer, job ?? jobTagHex(peer.tag)));
         return;
       }
       if (unresolved.push(peer) === 1) void resolveReports();

@@ -171,32 +171,58 @@ function checkAddress(a: bigint): void {
 export function formatAddress(a: bigint): string {
   checkAddress(a);
   const w = [Number(a >> 96n), Number((a >> 64n) & MASK32), Number((a >> 32n) & MASK32), Number(a & MASK32)];
-  if (w[0] === 0 && w[1] === 0 && w[2] === 0xffff) {
-    const v4 = w[3]!;
-    return `::ffff:${v4 >>> 24}.${(v4 >>> 16) & 255}.${(v4 >>> 8) & 255}.${v4 & 255}`;
+  for (let i = 0; i < 4; i++) {
+    groups[2 * i] = w[i]! >>> 16;
+    groups[2 * i + 1] = w[i]! & 0xffff;
   }
-  const groups: number[] = [];
-  for (const word of w) groups.push(word >>> 16, word & 0xffff);
+  return formatGroups();
+}
 
+/**
+ * formatAddress of the 16 bytes at `b[offset]`, without a bigint on the way: the listener formats the source
+ * of every new reply (a flood from an aliased prefix is ~10^5 a second).
+ */
+export function formatAddressBytes(b: Uint8Array, offset = 0): string {
+  if (!(offset >= 0 && offset + 16 <= b.length)) throw new RangeError(`no 16-byte address at offset ${offset} of ${b.length} bytes`);
+  for (let i = 0; i < 8; i++) groups[i] = (b[offset + 2 * i]! << 8) | b[offset + 2 * i + 1]!;
+  return formatGroups();
+}
+
+/** The eight 16-bit groups formatGroups reads (formatting is synchronous, so one scratch array serves). */
+const groups = new Uint16Array(8);
+
+function formatGroups(): string {
+  const g = groups;
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
+    return `::ffff:${g[6]! >>> 8}.${g[6]! & 255}.${g[7]! >>> 8}.${g[7]! & 255}`;
+  }
   // Longest run of zero groups, leftmost on ties (strict > keeps the first); a run of one stays "0".
   let bestStart = -1;
   let bestLen = 1;
   for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
+    if (g[i] !== 0) {
       i++;
       continue;
     }
     let j = i;
-    while (j < 8 && groups[j] === 0) j++;
+    while (j < 8 && g[j] === 0) j++;
     if (j - i > bestLen) {
       bestStart = i;
       bestLen = j - i;
     }
     i = j;
   }
-  const hex = (g: number): string => g.toString(16);
-  if (bestStart < 0) return groups.map(hex).join(':');
-  return `${groups.slice(0, bestStart).map(hex).join(':')}::${groups.slice(bestStart + bestLen).map(hex).join(':')}`;
+  let text = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === bestStart) {
+      text += '::';
+      i += bestLen - 1;
+      continue;
+    }
+    if (text !== '' && !text.endsWith(':')) text += ':';
+    text += g[i]!.toString(16);
+  }
+  return text;
 }
 
 function checkSpan(length: number, offset: number): void {

@@ -8,6 +8,7 @@ import {
   addressToBytes,
   bytesToAddress,
   formatAddress,
+  formatAddressBytes,
   parseAddress,
 } from '../../lib/core/ipv6.js';
 
@@ -277,6 +278,29 @@ describe('bytes', () => {
     expect(() => bytesToAddress(new Uint8Array(15))).toThrow(RangeError);
     expect(() => bytesToAddress(new Uint8Array(16), 1)).toThrow(RangeError);
     expect(() => bytesToAddress(new Uint8Array(16), Number.NaN)).toThrow(RangeError);
+  });
+
+  test('property: formatAddressBytes is formatAddress of the bytes, at any offset, and Node agrees it is IPv6', () => {
+    fc.assert(
+      fc.property(addressArb, fc.integer({ min: 0, max: 8 }), (a, offset) => {
+        const buf = new Uint8Array(24).fill(0x5a);
+        addressToBytes(a, buf, offset);
+        const text = formatAddressBytes(buf, offset);
+        expect(text).toBe(formatAddress(a));
+        expect(isIPv6(text)).toBe(true);
+      }),
+      { numRuns: 2000 },
+    );
+    expect(formatAddressBytes(new Uint8Array(16))).toBe('::');
+    expect(formatAddressBytes(addressToBytes(parseAddress('::ffff:192.0.2.1')))).toBe('::ffff:192.0.2.1');
+    expect(formatAddressBytes(addressToBytes(parseAddress('2001:db8:0:1:1:1:1:1')))).toBe('2001:db8:0:1:1:1:1:1');
+  });
+
+  test('formatAddressBytes refuses to read past the buffer', () => {
+    expect(() => formatAddressBytes(new Uint8Array(15))).toThrow('no 16-byte address at offset 0 of 15 bytes');
+    expect(() => formatAddressBytes(new Uint8Array(16), 1)).toThrow(RangeError);
+    expect(() => formatAddressBytes(new Uint8Array(16), -1)).toThrow(RangeError);
+    expect(() => formatAddressBytes(new Uint8Array(32), Number.NaN)).toThrow(RangeError);
   });
 
   test('property: bytes round-trip', () => {
