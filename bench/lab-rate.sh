@@ -12,7 +12,8 @@
 # RATE=N: widescan's job-wide cap (default 10^7, i.e. uncapped); masscan always runs uncapped.
 # IO=packet: widescan's worker sends on the packet path (WIDESCAN_IO=packet: Ethernet frames on a packet
 # socket on the scanner's responder link, from masscan's source address, to the router MAC masscan is given).
-# Usage: [HOG=1] [RATE=N] [IO=packet] bash bench/lab-rate.sh [aliased|sparse|dead] [rounds=3] [bits=20]
+# SENDERS=N: the worker sends on N threads (WIDESCAN_SENDER_THREADS=N), each with its own socket.
+# Usage: [HOG=1] [RATE=N] [IO=packet] [SENDERS=N] bash bench/lab-rate.sh [aliased|sparse|dead] [rounds=3] [bits=20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:-aliased}
@@ -46,6 +47,10 @@ case "${IO:-}" in
     ;;
   *) echo "IO=$IO: unknown; use IO=packet or leave it unset" >&2; exit 2 ;;
 esac
+if [ -n "${SENDERS:-}" ]; then
+  wenv+=("WIDESCAN_SENDER_THREADS=$SENDERS")
+  echo "widescan's worker sends on $SENDERS threads"
+fi
 # Both tools are timed the same way: the responder namespace's Icmp6InEchos counter (dead: its veth's
 # rx_packets), sampled every 50 ms; the send rate is its increase over the time it kept increasing.
 sampled() {

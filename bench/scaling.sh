@@ -5,7 +5,8 @@
 # with the lab. Rates come from the responder's side: its two veths' rx_packets counters, sampled every 50 ms
 # inside the responder namespace; a rate is the counters' increase over the time they kept increasing, so the
 # aggregate counts only the time the two runs really overlapped.
-# Usage: bash bench/scaling.sh [rounds=2] [bits=20]
+# IO=packet: both workers send on the packet path (WIDESCAN_IO=packet, each on its own link to the responder).
+# Usage: [IO=packet] bash bench/scaling.sh [rounds=2] [bits=20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2}
@@ -22,6 +23,17 @@ ip -n "$lab-resp" -6 addr add fd00:5ca:1ab:f003::2/64 dev "$lab-to-sc2" nodad
 ip -n "$sc2" link set "$lab-to-resp2" up
 ip -n "$lab-resp" link set "$lab-to-sc2" up
 ip -n "$sc2" -6 route add fd00:5ca:1ab:200::/64 via fd00:5ca:1ab:f003::2 dev "$lab-to-resp2"
+# Each run's extra environment (none, or its packet path: its link, the responder's MAC on it, its address).
+env1=() env2=()
+case "${IO:-}" in
+  '') ;;
+  packet)
+    mac() { ip -n "$lab-resp" link show "$1" | awk '/ether/ { print $2 }'; }
+    env1=(WIDESCAN_IO=packet "WIDESCAN_PACKET_INTERFACE=$lab-to-resp" "WIDESCAN_PACKET_ROUTER_MAC=$(mac "$lab-to-scan")" WIDESCAN_PACKET_SOURCE=fd00:5ca:1ab:f001::1)
+    env2=(WIDESCAN_IO=packet "WIDESCAN_PACKET_INTERFACE=$lab-to-resp2" "WIDESCAN_PACKET_ROUTER_MAC=$(mac "$lab-to-sc2")" WIDESCAN_PACKET_SOURCE=fd00:5ca:1ab:f003::1)
+    ;;
+  *) echo "IO=$IO: unknown; use IO=packet or leave it unset" >&2; exit 2 ;;
+esac
 # Two disjoint halves of the unanswered /64, one per scanner.
 job1=$(bench_job one "fd00:5ca:1ab:200::1:0:0/$((128 - bits))" 10000000 1)
 job2=$(bench_job two "fd00:5ca:1ab:200::2:0:0/$((128 - bits))" 10000000 1)
@@ -37,15 +49,15 @@ sampled() {
 # probes/s of column col (2: scan link, 3: sc2 link, 0: both) while it rose
 rate() { awk -v c="$2" '{ v = c ? $c : $2 + $3 } NR == 1 { v0 = v } v > last { if (!t0) t0 = prev; t1 = $1; n = v - v0 } { prev = $1; last = v } END { printf "%d", n / (t1 - t0) }' "$1"; }
 both() {
-  ip netns exec "$lab-scan" node dist/cli/main.js run "$job1" --no-progress >/dev/null 2>&1 &
+  ip netns exec "$lab-scan" env "${env1[@]}" node dist/cli/main.js run "$job1" --no-progress >/dev/null 2>&1 &
   local p1=$!
-  ip netns exec "$sc2" node dist/cli/main.js run "$job2" --no-progress >/dev/null 2>&1 &
+  ip netns exec "$sc2" env "${env2[@]}" node dist/cli/main.js run "$job2" --no-progress >/dev/null 2>&1 &
   local p2=$!
   wait "$p1" "$p2"
 }
 for i in $(seq "$rounds"); do
   log=$(mktemp)
-  sampled "$log" sh -c 'ip netns exec "$1" node dist/cli/main.js run "$2" --no-progress >/dev/null 2>&1' - "$lab-scan" "$job1"
+  sampled "$log" sh -c 'ns=$1 job=$2; shift 2; ip netns exec "$ns" env "$@" node dist/cli/main.js run "$job" --no-progress >/dev/null 2>&1' - "$lab-scan" "$job1" "${env1[@]}"
   single=$(rate "$log" 2)
   sampled "$log" both
   echo "round $i: one worker $single/s; two workers $(rate "$log" 2)/s + $(rate "$log" 3)/s, together $(rate "$log" 0)/s, ratio $(awk -v s="$single" -v t="$(rate "$log" 0)" 'BEGIN { printf "%.2f", t / s }')"

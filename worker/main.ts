@@ -9,6 +9,7 @@ import { serveMetrics } from '../lib/serve.js';
 import { openIcmp6Transport } from '../lib/icmp6native.js';
 import { EXIT_GPU_UNAVAILABLE, type Hardware } from '../lib/core/job.js';
 import { gpuProbe, gpuProblem } from './backends.js';
+import { MAX_SENDER_THREADS, SENDER_THREADS_ENV, SenderThreads } from './senders.js';
 import { ShardWorker } from './worker.js';
 
 const logger = createLogger('worker');
@@ -34,7 +35,15 @@ if (gpu) {
 }
 const metrics = createMetrics('worker');
 const redis = connectRedis(redisUrl);
-const io = openIcmp6Transport({ receiveTypes: [], sendBufferBytes: 4 << 20 });
+// WIDESCAN_SENDER_THREADS > 1: sends run on that many threads, each with its own socket, so the kernel's
+// per-packet work is spread over as many cores (one batch more is kept in flight, so they never wait for the
+// next one to be generated).
+const senderThreads = envInt(SENDER_THREADS_ENV, 1);
+if (senderThreads < 1 || senderThreads > MAX_SENDER_THREADS) {
+  throw new Error(`${SENDER_THREADS_ENV} must be from 1 to ${MAX_SENDER_THREADS}, got ${senderThreads}`);
+}
+const sendBufferBytes = 4 << 20;
+const io = senderThreads > 1 ? await SenderThreads.open(senderThreads, { sendBufferBytes }) : openIcmp6Transport({ receiveTypes: [], sendBufferBytes });
 metrics.ioPath.set({ path: io.path }, 1);
 const worker = new ShardWorker({
   redis,
@@ -45,6 +54,7 @@ const worker = new ShardWorker({
   hardware,
   lockMs: envInt('WIDESCAN_LOCK_MS', 30_000),
   checkpointMs: envInt('WIDESCAN_CHECKPOINT_MS', 1000),
+  sendAhead: senderThreads > 1 ? senderThreads + 1 : 1,
 });
 const metricsPort = envInt('WIDESCAN_METRICS_PORT', 0);
 const server = metricsPort ? await serveMetrics(metrics.registry, metricsPort, () => redis.status === 'ready') : undefined;
@@ -63,5 +73,5 @@ const shutdown = async (signal: string) => {
 process.on('SIGTERM', () => void shutdown('SIGTERM'));
 process.on('SIGINT', () => void shutdown('SIGINT'));
 process.send?.({ type: 'ready' });
-logger.info({ hardware, io: io.path, gpu: gpu === undefined ? 'probed at the first job that may use it' : gpu.adapter?.description }, 'worker started');
+logger.info({ hardware, io: io.path, senderThreads, gpu: gpu === undefined ? 'probed at the first job that may use it' : gpu.adapter?.description }, 'worker started');
 await worker.run();

@@ -44,12 +44,18 @@ export interface WorkerOptions {
   concurrency?: number;
   /** How a job's generator is made (default: createGenerator, which picks the backend for this machine). */
   createGenerator?: typeof createGenerator;
+  /**
+   * Batches in flight at once (default 1: each batch is sent before the next is generated). More lets a
+   * transport that sends on other threads (SenderThreads) send several while the next is generated.
+   */
+  sendAhead?: number;
 }
 
 interface JobContext {
   record: JobRecord;
   generator: AddressGenerator;
-  batch: ProbeBatch;
+  /** sendAhead batches, used in turn: the one to fill next is the oldest sent. */
+  batches: ProbeBatch[];
   bucket: TokenBucket;
 }
 
@@ -67,8 +73,13 @@ export class ShardWorker {
   private stopping = false;
   private readonly checkpointMs: number;
   private readonly suspendRecheckMs: number;
+  private readonly sendAhead: number;
 
   constructor(private readonly options: WorkerOptions) {
+    this.sendAhead = options.sendAhead ?? 1;
+    if (!Number.isSafeInteger(this.sendAhead) || this.sendAhead < 1 || this.sendAhead > 256) {
+      throw new RangeError(`sendAhead must be an integer from 1 to 256 batches, got ${String(options.sendAhead)}`);
+    }
     this.checkpointMs = options.checkpointMs ?? 1000;
     this.suspendRecheckMs = options.suspendRecheckMs ?? 2000;
     const lockDuration = options.lockMs ?? 30_000;
@@ -126,7 +137,8 @@ export class ShardWorker {
     // A batch is ~10 ms of probes at the job's rate: small enough to pace smoothly, large enough to amortise
     // a Redis round trip for its tokens.
     const size = Math.max(16, Math.min(4096, Math.ceil(record.packetsPerSecond / 100)));
-    const ctx: JobContext = { record, generator, batch: new ProbeBatch(size, writer.packetBytes), bucket: new TokenBucket(this.options.redis, keys.rate(id)) };
+    const batches = Array.from({ length: this.sendAhead }, () => new ProbeBatch(size, writer.packetBytes));
+    const ctx: JobContext = { record, generator, batches, bucket: new TokenBucket(this.options.redis, keys.rate(id)) };
     // Only into a job that still exists: a key written after the finalizer's clean-up would never go away.
     await this.options.redis.eval(SET_IF_EXISTS, 1, keys.job(id), 'backend', generator.backend);
     // A long-lived worker sees many jobs; keep the most recent few.
@@ -163,8 +175,18 @@ export class ShardWorker {
     const passes = 1 + job.spec.probe.retries;
     let unsaved = { sent: 0, errors: 0 };
     let lastSave = Date.now();
+    // Sends in flight, oldest first; the checkpoint counts their positions as done, so every save (and
+    // therefore every hand-back and the shard's end) waits for them first.
+    const inFlight: Promise<void>[] = [];
+    let sendFailure: unknown;
+    let turn = 0;
+    const settle = async () => {
+      await Promise.all(inFlight.splice(0));
+      if (sendFailure !== undefined) throw sendFailure;
+    };
 
     const save = async () => {
+      await settle();
       await bull.updateProgress({ ...cp });
       await addCounters(redis, id, { probesSent: unsaved.sent, sendErrors: unsaved.errors });
       unsaved = { sent: 0, errors: 0 };
@@ -193,31 +215,41 @@ export class ShardWorker {
         }
         if (control.state === 'stopped') {
           logger.info({ job: id, shard: k, why: control.why }, 'shard abandoned');
+          // The batches are reused by the next shard: nothing may still be sending from them.
+          await settle().catch(() => undefined);
           return;
         }
         // The operator's blocklist changed: the shard resumes at once, recompiled with it.
         if (control.state === 'run' && control.blocklistDigest !== ctx.record.blocklistDigest) return park(0, 'blocklist changed');
         if (control.state === 'suspended') return park(this.suspendRecheckMs, 'job suspended');
         // Tokens first, then generate: the send time in each probe's MAC (its RTT) is the time it leaves.
-        const grant = await ctx.bucket.take(Math.min(ctx.batch.capacity, shard.end - cp.position), control.packetsPerSecond);
+        const batch = ctx.batches[turn]!;
+        const grant = await ctx.bucket.take(Math.min(batch.capacity, shard.end - cp.position), control.packetsPerSecond);
         if (grant.granted === 0) {
           await sleep(Math.max(1, grant.waitMs));
           continue;
         }
+        // This batch was the oldest in flight: it must have left before it is filled again.
+        if (inFlight.length === ctx.batches.length) await inFlight.shift();
+        if (sendFailure !== undefined) throw sendFailure;
+        turn = (turn + 1) % ctx.batches.length;
         const count = grant.granted;
         const began = process.hrtime.bigint();
-        await ctx.generator.generate(cp.position, count, Date.now(), ctx.batch);
+        await ctx.generator.generate(cp.position, count, Date.now(), batch);
         metrics.generationSeconds.observe({ backend: ctx.generator.backend }, Number(process.hrtime.bigint() - began) / 1e9);
         metrics.addressesGenerated.inc({ backend: ctx.generator.backend }, count);
-        const { packets, packetBytes, addresses } = ctx.batch;
-        const result = await io.send(packets, packetBytes, addresses, 0, ctx.batch.count);
-        unsaved.sent += result.sent;
-        metrics.probesSent.inc({ job: id, backend: ctx.generator.backend }, result.sent);
-        for (const [reason, n] of Object.entries(result.errors)) {
-          unsaved.errors += n;
-          metrics.sendErrors.inc({ job: id, reason }, n);
-        }
-        if (cp.pass === 0) cp.excluded += ctx.batch.excludedTotal();
+        const { packets, packetBytes, addresses } = batch;
+        const sending = io.send(packets, packetBytes, addresses, 0, batch.count).then((result) => {
+          unsaved.sent += result.sent;
+          metrics.probesSent.inc({ job: id, backend: ctx.generator.backend }, result.sent);
+          for (const [reason, n] of Object.entries(result.errors)) {
+            unsaved.errors += n;
+            metrics.sendErrors.inc({ job: id, reason }, n);
+          }
+        });
+        // Held, not awaited yet: a failure is kept (no unhandled rejection) and thrown at the next turn or save.
+        inFlight.push(sending.catch((err: unknown) => void (sendFailure ??= err)));
+        if (cp.pass === 0) cp.excluded += batch.excludedTotal();
         cp.position += count;
       }
     }

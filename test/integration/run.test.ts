@@ -18,6 +18,11 @@ beforeAll(async () => {
 afterAll(() => stopLab(lab));
 
 const out = (name: string) => join(tmpdir(), `widescan-${process.pid}-${name}.ndjson`);
+const inNamespace = (ns: string, argv: string[]) => {
+  const r = spawnSync('ip', ['netns', 'exec', ns, ...argv], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${argv.join(' ')} in ${ns}: ${r.stderr}`);
+  return Promise.resolve(r.stdout);
+};
 
 /** A job over 4096 addresses of the lab's aliased /64: every target answers, so "every target probed" is checkable. */
 const aliasedJob = (extra: string) =>
@@ -31,10 +36,14 @@ spec:
 ${extra}`);
 
 describe('widescan run in the lab', () => {
-  test('finds exactly the live population and the second instance, and never probes the excluded subnet', async () => {
+  // The same exact outcome whether the worker sends on its own thread or on sender threads.
+  test.each([
+    ['on its own thread', {}],
+    ['on 3 sender threads (WIDESCAN_SENDER_THREADS=3)', { WIDESCAN_SENDER_THREADS: '3' }],
+  ])('finds exactly the live population and the second instance, and never probes the excluded subnet: worker sending %s', async (_, env: Record<string, string>) => {
     const before = await labStatus(lab!.name);
     const file = out('lab');
-    const r = await runCli(['run', 'examples/lab.yaml', '--network-key-file', lab!.networkKeyFile, '--output', file], { ns: lab!.namespaces.scan });
+    const r = await runCli(['run', 'examples/lab.yaml', '--network-key-file', lab!.networkKeyFile, '--output', file], { ns: lab!.namespaces.scan, env });
     expect(r.stderr).not.toMatch(/"level":50/); // no error logs
     expect(r.code).toBe(0);
     const job = loadJob(readFileSync('examples/lab.yaml', 'utf8'));
@@ -77,6 +86,35 @@ spec:
     expect(r.stdout).toContain('128 excluded');
     expect(r.stdout).not.toMatch(/fd00:5ca:1ab:9000::[0-7]?[0-9a-f]\s/); // nothing below ::80 reported
     expect(r.stdout).toMatch(/fd00:5ca:1ab:9000::80\s+host/);
+  });
+
+  test('the packet path on 2 sender threads: each of 4096 answering targets probed once, every reply verified', async () => {
+    const scanLink = `${lab!.name}-to-resp`;
+    const routerMac = (await inNamespace(lab!.namespaces.resp, ['cat', `/sys/class/net/${lab!.name}-to-scan/address`])).trim();
+    const file = out('packet');
+    const r = await runCli(['run', aliasedJob('  shardSize: 1024\n'), '--output', file], {
+      ns: lab!.namespaces.scan,
+      env: { WIDESCAN_IO: 'packet', WIDESCAN_PACKET_INTERFACE: scanLink, WIDESCAN_PACKET_ROUTER_MAC: routerMac, WIDESCAN_SENDER_THREADS: '2' },
+    });
+    expect(r.stderr).not.toMatch(/"level":50/);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/"io":"packet","senderThreads":2/);
+    expect(r.stdout).toMatch(/Succeeded: 4096 probes in [\d.]+ s \(\d+\/s\), 4096 valid replies \(0 invalid, 0 duplicate\)/);
+    const hosts = parseNdjson(readFileSync(file, 'utf8')).filter((p) => p.kind === 'host');
+    expect(new Set(hosts.map((p) => p.address)).size).toBe(4096);
+  });
+
+  test('bad sender thread settings stop the worker at start with the reason', async () => {
+    const r = await runCli(['run', aliasedJob(''), '--no-progress'], { ns: lab!.namespaces.scan, env: { WIDESCAN_SENDER_THREADS: '65' }, timeoutMs: 30_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('WIDESCAN_SENDER_THREADS must be from 1 to 64, got 65');
+    const fallback = await runCli(['run', aliasedJob(''), '--no-progress'], {
+      ns: lab!.namespaces.scan,
+      env: { WIDESCAN_SENDER_THREADS: '2', WIDESCAN_IO: 'raw-socket' },
+      timeoutMs: 30_000,
+    });
+    expect(fallback.code).not.toBe(0);
+    expect(fallback.stderr).toContain('sender threads could not start: sender threads need the native addon, and WIDESCAN_IO=raw-socket forbids it');
   });
 
   /** Scans 4096 answering addresses with two workers and sends `signal` to one of them 1.2 s in. */
