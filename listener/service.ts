@@ -47,7 +47,7 @@ function localAddressSource(): () => Uint8Array[] {
 }
 
 export async function startListenerService(o: ListenerServiceOptions): Promise<ListenerService> {
-  const io = openIcmp6Transport({ receiveTypes: [128, 129], receiveBufferBytes: 8 << 20 });
+  const io = openIcmp6Transport({ receiveTypes: [128, 129], receiveBufferBytes: 32 << 20 });
   o.metrics.ioPath.set({ path: io.path }, 1);
   const reporter: Reporter = o.bootstrap
     ? new BootstrapReporter({ url: o.bootstrap.url, token: o.bootstrap.token, logger: o.logger, metrics: o.metrics })

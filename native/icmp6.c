@@ -441,6 +441,69 @@ static napi_value Open(napi_env env, napi_callback_info info) {
   return wrap_socket(env, fd, count > 0, 0);
 }
 
+/** The send state of a socket, allocated at its first send; with_addresses: one sockaddr per message. */
+static int alloc_send(Icmp6* h, int with_addresses) {
+  if (h->smsg) return 1;
+  h->smsg = calloc(SEND_BATCH, sizeof *h->smsg);
+  h->siov = calloc(SEND_BATCH, sizeof *h->siov);
+  if (with_addresses) h->saddr = calloc(SEND_BATCH, sizeof *h->saddr);
+  if (!h->smsg || !h->siov || (with_addresses && !h->saddr)) {
+    free(h->smsg);
+    free(h->siov);
+    free(h->saddr);
+    h->smsg = NULL, h->siov = NULL, h->saddr = NULL;
+    return 0;
+  }
+  for (int k = 0; k < SEND_BATCH; k++) {
+    if (with_addresses) {
+      h->saddr[k].sin6_family = AF_INET6; // port, flow label and scope stay 0
+      h->smsg[k].msg_hdr.msg_name = &h->saddr[k];
+      h->smsg[k].msg_hdr.msg_namelen = sizeof h->saddr[k];
+    } // else no address: a packet socket is bound to its interface
+    h->smsg[k].msg_hdr.msg_iov = &h->siov[k];
+    h->smsg[k].msg_hdr.msg_iovlen = 1;
+  }
+  return 1;
+}
+
+/**
+ * Sends items [from, to), item i at base + i * stride (to addresses + i * 16 unless addresses is NULL), a
+ * sendmmsg of up to SEND_BATCH at a time. Returns the errno that stopped it (0: all sent; it is about the
+ * item at *next, and the caller decides whether to wait, skip it or stop); *next is the first item unsent.
+ */
+static int send_items(Icmp6* h, uint8_t* base, size_t stride, const uint8_t* addresses, size_t from, size_t to, size_t* next) {
+  size_t i = from;
+  int err = 0;
+  while (i < to) {
+    unsigned n = to - i < SEND_BATCH ? (unsigned)(to - i) : SEND_BATCH;
+    for (unsigned k = 0; k < n; k++) {
+      h->siov[k].iov_base = base + (i + k) * stride;
+      h->siov[k].iov_len = stride;
+      if (addresses) memcpy(&h->saddr[k].sin6_addr, addresses + (i + k) * 16, 16);
+    }
+    int sent = sendmmsg(h->fd, h->smsg, n, 0);
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      break;
+    }
+    i += (size_t)sent;
+  }
+  *next = i;
+  return err;
+}
+
+/** { sent, errno }, what sendBatch and sendFrames return. */
+static napi_value send_result(napi_env env, double sent, int err) {
+  napi_value result, v;
+  CHECK(napi_create_object(env, &result));
+  CHECK(napi_create_double(env, sent, &v));
+  CHECK(napi_set_named_property(env, result, "sent", v));
+  CHECK(napi_create_int32(env, err, &v));
+  CHECK(napi_set_named_property(env, result, "errno", v));
+  return result;
+}
+
 static napi_value SendBatch(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
@@ -466,43 +529,10 @@ static napi_value SendBatch(napi_env env, napi_callback_info info) {
   size_t capacity = packets_length / pb < addresses_length / 16 ? packets_length / pb : addresses_length / 16;
   if (!get_integer(env, argv[4], "from", 0, (double)capacity, &from_d) || !get_integer(env, argv[5], "to", from_d, (double)capacity, &to_d))
     return NULL;
-  if (!h->smsg) {
-    h->smsg = calloc(SEND_BATCH, sizeof *h->smsg);
-    h->siov = calloc(SEND_BATCH, sizeof *h->siov);
-    h->saddr = calloc(SEND_BATCH, sizeof *h->saddr);
-    if (!h->smsg || !h->siov || !h->saddr) return throw_errno(env, "allocating send buffers", ENOMEM);
-    for (int k = 0; k < SEND_BATCH; k++) {
-      h->saddr[k].sin6_family = AF_INET6; // port, flow label and scope stay 0
-      h->smsg[k].msg_hdr.msg_name = &h->saddr[k];
-      h->smsg[k].msg_hdr.msg_namelen = sizeof h->saddr[k];
-      h->smsg[k].msg_hdr.msg_iov = &h->siov[k];
-      h->smsg[k].msg_hdr.msg_iovlen = 1;
-    }
-  }
-  size_t from = (size_t)from_d, to = (size_t)to_d, i = from;
-  int err = 0;
-  while (i < to) {
-    unsigned n = to - i < SEND_BATCH ? (unsigned)(to - i) : SEND_BATCH;
-    for (unsigned k = 0; k < n; k++) {
-      h->siov[k].iov_base = packets + (i + k) * pb;
-      h->siov[k].iov_len = pb;
-      memcpy(&h->saddr[k].sin6_addr, addresses + (i + k) * 16, 16);
-    }
-    int sent = sendmmsg(h->fd, h->smsg, n, 0);
-    if (sent < 0) {
-      if (errno == EINTR) continue;
-      err = errno; // about the message at i; the caller decides whether to wait, skip it or stop
-      break;
-    }
-    i += (size_t)sent;
-  }
-  napi_value result, v;
-  CHECK(napi_create_object(env, &result));
-  CHECK(napi_create_double(env, (double)(i - from), &v));
-  CHECK(napi_set_named_property(env, result, "sent", v));
-  CHECK(napi_create_int32(env, err, &v));
-  CHECK(napi_set_named_property(env, result, "errno", v));
-  return result;
+  if (!alloc_send(h, 1)) return throw_errno(env, "allocating send buffers", ENOMEM);
+  size_t next;
+  int err = send_items(h, packets, pb, addresses, (size_t)from_d, (size_t)to_d, &next);
+  return send_result(env, (double)(next - (size_t)from_d), err);
 }
 
 /**
@@ -568,38 +598,10 @@ static napi_value SendFrames(napi_env env, napi_callback_info info) {
   size_t fb = (size_t)frame_bytes;
   size_t capacity = frames_length / fb;
   if (!get_integer(env, argv[3], "from", 0, (double)capacity, &from_d) || !get_integer(env, argv[4], "to", from_d, (double)capacity, &to_d)) return NULL;
-  if (!h->smsg) {
-    h->smsg = calloc(SEND_BATCH, sizeof *h->smsg);
-    h->siov = calloc(SEND_BATCH, sizeof *h->siov);
-    if (!h->smsg || !h->siov) return throw_errno(env, "allocating send buffers", ENOMEM);
-    for (int k = 0; k < SEND_BATCH; k++) {
-      h->smsg[k].msg_hdr.msg_iov = &h->siov[k]; // no address: the socket is bound to its interface
-      h->smsg[k].msg_hdr.msg_iovlen = 1;
-    }
-  }
-  size_t from = (size_t)from_d, to = (size_t)to_d, i = from;
-  int err = 0;
-  while (i < to) {
-    unsigned n = to - i < SEND_BATCH ? (unsigned)(to - i) : SEND_BATCH;
-    for (unsigned k = 0; k < n; k++) {
-      h->siov[k].iov_base = frames + (i + k) * fb;
-      h->siov[k].iov_len = fb;
-    }
-    int sent = sendmmsg(h->fd, h->smsg, n, 0);
-    if (sent < 0) {
-      if (errno == EINTR) continue;
-      err = errno;
-      break;
-    }
-    i += (size_t)sent;
-  }
-  napi_value result, v;
-  CHECK(napi_create_object(env, &result));
-  CHECK(napi_create_double(env, (double)(i - from), &v));
-  CHECK(napi_set_named_property(env, result, "sent", v));
-  CHECK(napi_create_int32(env, err, &v));
-  CHECK(napi_set_named_property(env, result, "errno", v));
-  return result;
+  if (!alloc_send(h, 0)) return throw_errno(env, "allocating send buffers", ENOMEM);
+  size_t next;
+  int err = send_items(h, frames, fb, NULL, (size_t)from_d, (size_t)to_d, &next);
+  return send_result(env, (double)(next - (size_t)from_d), err);
 }
 
 static int get_function(napi_env env, napi_value v, const char* name) {

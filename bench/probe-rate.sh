@@ -13,7 +13,7 @@
 # IO=packet: widescan's worker sends on the packet path (WIDESCAN_IO=packet: Ethernet frames on a packet
 # socket on the scanner's responder link, from masscan's source address, to the router MAC masscan is given).
 # SENDERS=N: the worker sends on N threads (WIDESCAN_SENDER_THREADS=N), each with its own socket.
-# Usage: [HOG=1] [RATE=N] [IO=packet] [SENDERS=N] bash bench/lab-rate.sh [aliased|sparse|dead] [rounds=3] [bits=20]
+# Usage: [HOG=1] [RATE=N] [IO=packet] [SENDERS=N] bash bench/probe-rate.sh [aliased|sparse|dead] [rounds=3] [bits=20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:-aliased}
