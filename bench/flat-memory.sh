@@ -2,7 +2,8 @@
 # Memory of planner (the `run` process), worker, listener and Redis over a job of 2^BITS targets (default
 # 2^24), sampled every 10 s: flat lines mean memory does not grow with the job. The targets are dead lab
 # addresses (…:200::/104 routed to the responders, which drop them), so this measures the scan path only.
-# Usage: bash bench/flat-memory.sh [bits=24] [rate=100000]
+# IO=packet, SENDERS=N: the worker's send path and sender threads (see bench_wenv in bench/lab.sh).
+# Usage: [IO=packet] [SENDERS=N] bash bench/flat-memory.sh [bits=24] [rate=100000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bits=${1:-24}
@@ -10,7 +11,8 @@ rate=${2:-100000}
 source bench/lab.sh
 bench_lab bm
 job=$(bench_job flat "fd00:5ca:1ab:200::/$((128 - bits))" "$rate" 1)
-ip netns exec "$lab-scan" node dist/cli/main.js run "$job" --no-progress >/tmp/flat-memory.out 2>/tmp/flat-memory.err &
+bench_wenv
+ip netns exec "$lab-scan" env "${wenv[@]}" node dist/cli/main.js run "$job" --no-progress >/tmp/flat-memory.out 2>/tmp/flat-memory.err &
 runpid=$!
 rss() { awk '/VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo -; }
 child() { for c in $(cat /proc/"$runpid"/task/*/children 2>/dev/null); do if grep -qa "$1" /proc/"$c"/cmdline 2>/dev/null; then echo "$c"; fi; done | head -1; }

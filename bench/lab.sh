@@ -23,3 +23,20 @@ spec:
 YAML
   echo "$file"
 }
+
+# Sets the array wenv to the worker environment that IO=packet (the packet path) and SENDERS=N (N sender
+# threads) ask for. Arguments: the scanner's link to the responder, the responder's end of it (whose MAC is
+# the router's), the scanner's address on it; default the lab's scanner link.
+bench_wenv() {
+  local link=${1:-$lab-to-resp} far=${2:-$lab-to-scan} source=${3:-fd00:5ca:1ab:f001::1}
+  wenv=()
+  case "${IO:-}" in
+    '') ;;
+    packet)
+      wenv=(WIDESCAN_IO=packet "WIDESCAN_PACKET_INTERFACE=$link" "WIDESCAN_PACKET_SOURCE=$source"
+        "WIDESCAN_PACKET_ROUTER_MAC=$(ip -n "$lab-resp" link show "$far" | awk '/ether/ { print $2 }')")
+      ;;
+    *) echo "IO=$IO: unknown; use IO=packet or leave it unset" >&2; exit 2 ;;
+  esac
+  if [ -n "${SENDERS:-}" ]; then wenv+=("WIDESCAN_SENDER_THREADS=$SENDERS"); fi
+}

@@ -38,19 +38,8 @@ case "$scenario" in
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 router=$(ip -n "$lab-resp" link show "$lab-to-scan" | awk '/ether/ { print $2 }')
-wenv=() # widescan's extra environment
-case "${IO:-}" in
-  '') ;;
-  packet)
-    wenv=(WIDESCAN_IO=packet "WIDESCAN_PACKET_INTERFACE=$lab-to-resp" "WIDESCAN_PACKET_ROUTER_MAC=$router" WIDESCAN_PACKET_SOURCE=fd00:5ca:1ab:f001::1)
-    echo "widescan on the packet path: ${wenv[*]}"
-    ;;
-  *) echo "IO=$IO: unknown; use IO=packet or leave it unset" >&2; exit 2 ;;
-esac
-if [ -n "${SENDERS:-}" ]; then
-  wenv+=("WIDESCAN_SENDER_THREADS=$SENDERS")
-  echo "widescan's worker sends on $SENDERS threads"
-fi
+bench_wenv # widescan's extra environment (IO, SENDERS)
+[ ${#wenv[@]} -eq 0 ] || echo "widescan's worker environment: ${wenv[*]}"
 # Both tools are timed the same way: the responder namespace's Icmp6InEchos counter (dead: its veth's
 # rx_packets), sampled every 50 ms; the send rate is its increase over the time it kept increasing.
 sampled() {

@@ -5,8 +5,8 @@
 # with the lab. Rates come from the responder's side: its two veths' rx_packets counters, sampled every 50 ms
 # inside the responder namespace; a rate is the counters' increase over the time they kept increasing, so the
 # aggregate counts only the time the two runs really overlapped.
-# IO=packet: both workers send on the packet path (WIDESCAN_IO=packet, each on its own link to the responder).
-# Usage: [IO=packet] bash bench/scaling.sh [rounds=2] [bits=20]
+# IO=packet: both workers send on the packet path, each on its own link; SENDERS=N: on N sender threads.
+# Usage: [IO=packet] [SENDERS=N] bash bench/scaling.sh [rounds=2] [bits=20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2}
@@ -23,17 +23,11 @@ ip -n "$lab-resp" -6 addr add fd00:5ca:1ab:f003::2/64 dev "$lab-to-sc2" nodad
 ip -n "$sc2" link set "$lab-to-resp2" up
 ip -n "$lab-resp" link set "$lab-to-sc2" up
 ip -n "$sc2" -6 route add fd00:5ca:1ab:200::/64 via fd00:5ca:1ab:f003::2 dev "$lab-to-resp2"
-# Each run's extra environment (none, or its packet path: its link, the responder's MAC on it, its address).
-env1=() env2=()
-case "${IO:-}" in
-  '') ;;
-  packet)
-    mac() { ip -n "$lab-resp" link show "$1" | awk '/ether/ { print $2 }'; }
-    env1=(WIDESCAN_IO=packet "WIDESCAN_PACKET_INTERFACE=$lab-to-resp" "WIDESCAN_PACKET_ROUTER_MAC=$(mac "$lab-to-scan")" WIDESCAN_PACKET_SOURCE=fd00:5ca:1ab:f001::1)
-    env2=(WIDESCAN_IO=packet "WIDESCAN_PACKET_INTERFACE=$lab-to-resp2" "WIDESCAN_PACKET_ROUTER_MAC=$(mac "$lab-to-sc2")" WIDESCAN_PACKET_SOURCE=fd00:5ca:1ab:f003::1)
-    ;;
-  *) echo "IO=$IO: unknown; use IO=packet or leave it unset" >&2; exit 2 ;;
-esac
+# Each run's extra environment (IO, SENDERS: see bench_wenv), each on its own link.
+bench_wenv
+env1=("${wenv[@]}")
+bench_wenv "$lab-to-resp2" "$lab-to-sc2" fd00:5ca:1ab:f003::1
+env2=("${wenv[@]}")
 # Two disjoint halves of the unanswered /64, one per scanner.
 job1=$(bench_job one "fd00:5ca:1ab:200::1:0:0/$((128 - bits))" 10000000 1)
 job2=$(bench_job two "fd00:5ca:1ab:200::2:0:0/$((128 - bits))" 10000000 1)
