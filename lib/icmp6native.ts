@@ -225,6 +225,8 @@ class PacketTransport extends AddonTransport implements Icmp6Transport {
   readonly path = 'packet';
   private readonly frames: FrameWriter;
   private frameBuffer = new Uint8Array(0);
+  /** Sends run one after another: they share the frame buffer, and one may wait (socket full) mid-way. */
+  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(addon: Icmp6Addon, settings: PacketSettings, sendBufferBytes: number | undefined) {
     super(addon, addon.openPacket(settings.ifindex, sendBufferBytes));
@@ -236,7 +238,13 @@ class PacketTransport extends AddonTransport implements Icmp6Transport {
     this.frames.setHopLimit(hops);
   }
 
-  async send(packets: Buffer, packetBytes: number, addresses: Uint8Array, from: number, to: number) {
+  send(packets: Buffer, packetBytes: number, addresses: Uint8Array, from: number, to: number): Promise<SendResult> {
+    const run = this.tail.then(() => this.sendNow(packets, packetBytes, addresses, from, to));
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async sendNow(packets: Buffer, packetBytes: number, addresses: Uint8Array, from: number, to: number): Promise<SendResult> {
     checkSendArguments(packets, packetBytes, addresses, from, to);
     this.open();
     const result: SendResult = { sent: 0, errors: {} };
