@@ -10,7 +10,6 @@ import path from 'node:path';
 import { addressToBytes, parseAddress } from './core/ipv6.js';
 
 export interface PacketSettings {
-  interfaceName: string;
   ifindex: number;
   sourceMac: Uint8Array;
   routerMac: Uint8Array;
@@ -104,5 +103,5 @@ export function packetSettingsFromEnv(where: PacketEnvironment = {}): PacketSett
   } catch {
     // No per-interface setting readable: the kernel's default, 64.
   }
-  return { interfaceName: name, ifindex, sourceMac, routerMac, source, hopLimit };
+  return { ifindex, sourceMac, routerMac, source, hopLimit };
 }
