@@ -441,6 +441,16 @@ static napi_value Open(napi_env env, napi_callback_info info) {
   return wrap_socket(env, fd, count > 0, 0);
 }
 
+/** The open handle of a send call, which must be a packet socket (sendFrames) or not (sendBatch); NULL: thrown. */
+static Icmp6* send_handle(napi_env env, napi_value v, int packet) {
+  Icmp6* h = get_handle(env, v, 1);
+  if (!h || h->packet == packet) return h;
+  napi_throw_error(env, "ERR_INVALID_STATE",
+                   packet ? "this is an ICMPv6 socket (open): it sends ICMPv6 messages with sendBatch, not frames"
+                          : "this is a packet socket (openPacket): it sends whole frames with sendFrames, not sendBatch");
+  return NULL;
+}
+
 /** The send state of a socket, allocated at its first send; with_addresses: one sockaddr per message. */
 static int alloc_send(Icmp6* h, int with_addresses) {
   if (h->smsg) return 1;
@@ -512,12 +522,8 @@ static napi_value SendBatch(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_MISSING_ARGS", "sendBatch(handle, packets, packetBytes, addresses, from, to)");
     return NULL;
   }
-  Icmp6* h = get_handle(env, argv[0], 1);
+  Icmp6* h = send_handle(env, argv[0], 0);
   if (!h) return NULL;
-  if (h->packet) {
-    napi_throw_error(env, "ERR_INVALID_STATE", "this is a packet socket (openPacket): it sends whole frames with sendFrames, not sendBatch");
-    return NULL;
-  }
   uint8_t *packets, *addresses;
   size_t packets_length, addresses_length;
   double packet_bytes, from_d, to_d;
@@ -584,12 +590,8 @@ static napi_value SendFrames(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_MISSING_ARGS", "sendFrames(handle, frames, frameBytes, from, to)");
     return NULL;
   }
-  Icmp6* h = get_handle(env, argv[0], 1);
+  Icmp6* h = send_handle(env, argv[0], 1);
   if (!h) return NULL;
-  if (!h->packet) {
-    napi_throw_error(env, "ERR_INVALID_STATE", "this is an ICMPv6 socket (open): it sends ICMPv6 messages with sendBatch, not frames");
-    return NULL;
-  }
   uint8_t* frames;
   size_t frames_length;
   double frame_bytes, from_d, to_d;
