@@ -64,12 +64,13 @@ LABEL org.opencontainers.image.title="widescan" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.base.name="${BASE}"
 ENV NODE_ENV=production
-# The Vulkan loader, through which Dawn reaches the GPU driver (GPU workers; harmless elsewhere; not pinned,
-# as above). The default user: unprivileged, numeric (so runAsNonRoot can verify it). The files below stay
+# The Vulkan loader, through which Dawn reaches the GPU driver (GPU workers; harmless elsewhere), and iproute2,
+# whose `ip` the packet path reads the default route and neighbour table with (not pinned, as above). The
+# default user: unprivileged, numeric (so runAsNonRoot can verify it). The files below stay
 # root-owned, so the process cannot change its own code.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libvulkan1 \
+    && apt-get install -y --no-install-recommends libvulkan1 iproute2 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 widescan \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \

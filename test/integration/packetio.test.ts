@@ -245,16 +245,37 @@ test("sends 4096 probes as frames; B's kernel accepts every one and A verifies e
   });
 }, 60_000);
 
+test("unset, the interface and the router's MAC come from A's default route and neighbour table, which are only read", async () => {
+  const auto = { WIDESCAN_PACKET_INTERFACE: undefined, WIDESCAN_PACKET_ROUTER_MAC: undefined };
+  await run(['ip', '-n', nsA, '-6', 'route', 'add', 'default', 'via', TARGET, 'dev', ifA]);
+  try {
+    await run(['ip', '-n', nsA, '-6', 'neigh', 'flush', 'dev', ifA]);
+    const before = await snmp6(nsA);
+    // Not resolved: an error, and no neighbour solicitation sent to resolve it.
+    expect((await child<{ outcome: string }>('settings', auto)).outcome).toMatch(
+      new RegExp(`^Error: WIDESCAN_PACKET_ROUTER_MAC is not set, and the gateway ${TARGET} has no usable entry in the neighbour table of ${ifA}`),
+    );
+    expect((await snmp6(nsA)).Icmp6OutNeighborSolicits).toBe(before.Icmp6OutNeighborSolicits);
+    await run(['ip', '-n', nsA, '-6', 'neigh', 'replace', TARGET, 'lladdr', routerMac, 'dev', ifA, 'nud', 'reachable']);
+    expect(await child('settings', auto)).toEqual({ outcome: 'ok', path: 'packet' });
+  } finally {
+    await run(['ip', '-n', nsA, '-6', 'route', 'del', 'default', 'via', TARGET, 'dev', ifA]);
+  }
+}, 60_000);
+
 test('bad packet settings fail with errors that name the setting and the fix', async () => {
   const outcome = async (env: Record<string, string | undefined>) => (await child<{ outcome: string; path?: string }>('settings', env)).outcome;
   expect(await child('settings', {})).toEqual({ outcome: 'ok', path: 'packet' });
   expect(await child('settings', { WIDESCAN_PACKET_SOURCE: 'fd00:5ca:1ab:f001::99' })).toEqual({ outcome: 'ok', path: 'packet' });
-  expect(await outcome({ WIDESCAN_PACKET_INTERFACE: undefined })).toMatch(/^Error: WIDESCAN_IO=packet needs WIDESCAN_PACKET_INTERFACE/);
+  // A has no default route (yet): nothing to take the interface or the router from.
+  expect(await outcome({ WIDESCAN_PACKET_INTERFACE: undefined })).toMatch(/^Error: WIDESCAN_PACKET_INTERFACE is not set, and there is no IPv6 default route to take it from/);
   expect(await outcome({ WIDESCAN_PACKET_INTERFACE: '../../etc' })).toMatch(/^Error: WIDESCAN_PACKET_INTERFACE="..\/..\/etc" is not an interface name/);
   expect(await outcome({ WIDESCAN_PACKET_INTERFACE: 'nosuch0' })).toMatch(/^Error: WIDESCAN_PACKET_INTERFACE="nosuch0": no such network interface here .*name one of: .*lo/);
   expect(await outcome({ WIDESCAN_PACKET_INTERFACE: 'lo' })).toMatch(/^Error: WIDESCAN_PACKET_INTERFACE=lo is not an Ethernet interface/);
   expect(await outcome({ WIDESCAN_PACKET_INTERFACE: ifBare })).toMatch(new RegExp(`^Error: ${ifBare} has no global IPv6 address to send from; add one or set WIDESCAN_PACKET_SOURCE`));
-  expect(await outcome({ WIDESCAN_PACKET_ROUTER_MAC: undefined })).toMatch(/^Error: WIDESCAN_IO=packet needs WIDESCAN_PACKET_ROUTER_MAC: the next hop's MAC/);
+  expect(await outcome({ WIDESCAN_PACKET_ROUTER_MAC: undefined })).toMatch(
+    new RegExp(`^Error: WIDESCAN_PACKET_ROUTER_MAC is not set, and the router's MAC cannot be looked up: there is no IPv6 default route via a gateway on ${ifA}`),
+  );
   expect(await outcome({ WIDESCAN_PACKET_ROUTER_MAC: 'router' })).toMatch(/^Error: WIDESCAN_PACKET_ROUTER_MAC="router" is not a MAC address; write six hex pairs/);
   expect(await outcome({ WIDESCAN_PACKET_ROUTER_MAC: '02:00:00:00:00:01:ff' })).toMatch(/is not a MAC address/);
   expect(await outcome({ WIDESCAN_PACKET_ROUTER_MAC: 'ff:ff:ff:ff:ff:ff' })).toMatch(/is a multicast\/broadcast MAC/);

@@ -30,6 +30,18 @@ beforeAll(() => {
     sysfs: path.join(root, 'net'),
     ipv6conf: path.join(root, 'conf'),
     interfaces: { eth0: [address('fe80::1'), address('2001:db8::7')], eth1: [address('2001:db8::10')], lo: [address('::1', true)] },
+    // Two default routes: eth1's has the lower metric; only eth0's gateway is resolved.
+    defaultRoutes: () => [
+      { dev: 'eth0', gateway: 'fe80::1', metric: 1024 },
+      { dev: 'eth1', gateway: 'fe80::2', metric: 100 },
+    ],
+    neighbours: (dev) =>
+      dev === 'eth0'
+        ? [
+            { dst: 'fe80::99', lladdr: '02:00:00:00:00:99', state: ['REACHABLE'] },
+            { dst: 'FE80::1', lladdr: '02:00:5e:00:00:fe', state: ['STALE'] },
+          ]
+        : [{ dst: 'fe80::2', state: ['FAILED'] }],
   };
 });
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -52,7 +64,7 @@ describe('packetSettingsFromEnv', () => {
   });
 
   test.each([
-    [{ WIDESCAN_PACKET_INTERFACE: '' }, /^WIDESCAN_IO=packet needs WIDESCAN_PACKET_INTERFACE/],
+
     [{ WIDESCAN_PACKET_INTERFACE: 'a'.repeat(16) }, /is not an interface name \(1 to 15 characters/],
     [{ WIDESCAN_PACKET_INTERFACE: 'eth 0' }, /is not an interface name/],
     [{ WIDESCAN_PACKET_INTERFACE: '..' }, /is not an interface name/],
@@ -61,7 +73,7 @@ describe('packetSettingsFromEnv', () => {
     [{ WIDESCAN_PACKET_INTERFACE: 'wg0' }, /^WIDESCAN_PACKET_INTERFACE=wg0 is not an Ethernet interface/],
     [{ WIDESCAN_PACKET_INTERFACE: 'odd0' }, /its ifindex in .* is not a positive integer/],
     [{ WIDESCAN_PACKET_INTERFACE: 'badmac0' }, /address="zz" is not a MAC address/],
-    [{ WIDESCAN_PACKET_ROUTER_MAC: '' }, /needs WIDESCAN_PACKET_ROUTER_MAC: the next hop's MAC on eth0 \(e\.g\. from `ip neigh show dev eth0`\)/],
+
     [{ WIDESCAN_PACKET_ROUTER_MAC: '01:00:5e:00:00:01' }, /is a multicast\/broadcast MAC/],
     [{ WIDESCAN_PACKET_ROUTER_MAC: '00-00-00-00-00-00' }, /is not a MAC; give the router's/],
     [{ WIDESCAN_PACKET_SOURCE: '2001:db8::/64' }, /^WIDESCAN_PACKET_SOURCE: /],
@@ -69,6 +81,38 @@ describe('packetSettingsFromEnv', () => {
     [{ WIDESCAN_PACKET_SOURCE: 'ff02::1' }, /cannot be a source address/],
   ])('refuses %j', (env, message) => {
     expect(() => settings(env)).toThrow(message);
+  });
+
+  test("unset, the interface is the default route's of lowest metric, and the router's MAC its gateway's neighbour entry", () => {
+    // eth1's route wins by metric, but its gateway is unresolved (FAILED): that is an error, not a guess.
+    expect(() => settings({ WIDESCAN_PACKET_INTERFACE: '', WIDESCAN_PACKET_ROUTER_MAC: '' })).toThrow(
+      /^WIDESCAN_PACKET_ROUTER_MAC is not set, and the gateway fe80::2 has no usable entry in the neighbour table of eth1 \(the kernel has not resolved it, and widescan sends nothing to resolve it\); set WIDESCAN_PACKET_ROUTER_MAC to the next hop's MAC on eth1/,
+    );
+    expect(settings({ WIDESCAN_PACKET_INTERFACE: '', WIDESCAN_PACKET_ROUTER_MAC: '02:00:00:00:00:01' }).ifindex).toBe(10);
+    // On eth0 the gateway's entry (case aside) is STALE: usable, as the kernel would use it.
+    expect([...settings({ WIDESCAN_PACKET_ROUTER_MAC: '' }).routerMac]).toEqual([2, 0, 0x5e, 0, 0, 0xfe]);
+  });
+
+  test('the lookups fail with the reason and the setting that avoids them', () => {
+    const bare = { ...where, defaultRoutes: () => [], neighbours: () => [] };
+    expect(() => packetSettingsFromEnv({ ...bare, env: { WIDESCAN_PACKET_ROUTER_MAC: '02:00:00:00:00:01' } })).toThrow(
+      'WIDESCAN_PACKET_INTERFACE is not set, and there is no IPv6 default route to take it from; set it to the interface to send on (e.g. eth0)',
+    );
+    expect(() => packetSettingsFromEnv({ ...bare, env: { WIDESCAN_PACKET_INTERFACE: 'eth0' } })).toThrow(
+      "WIDESCAN_PACKET_ROUTER_MAC is not set, and the router's MAC cannot be looked up: there is no IPv6 default route via a gateway on eth0; set WIDESCAN_PACKET_ROUTER_MAC to the next hop's MAC on eth0",
+    );
+    const onLink = { ...where, defaultRoutes: () => [{ dev: 'eth0' }] };
+    expect(() => packetSettingsFromEnv({ ...onLink, env: { WIDESCAN_PACKET_INTERFACE: 'eth0' } })).toThrow(/no IPv6 default route via a gateway on eth0/);
+    const broken = {
+      ...where,
+      defaultRoutes: () => {
+        throw new Error('could not run `ip -6 route show default` (iproute2) to read it: spawn ip ENOENT');
+      },
+    };
+    expect(() => packetSettingsFromEnv({ ...broken, env: {} })).toThrow(
+      'WIDESCAN_PACKET_INTERFACE is not set, and the default route cannot be read: could not run `ip -6 route show default` (iproute2) to read it: spawn ip ENOENT; set it (e.g. eth0)',
+    );
+    expect(() => packetSettingsFromEnv({ ...broken, env: { WIDESCAN_PACKET_INTERFACE: 'eth0' } })).toThrow(/^WIDESCAN_PACKET_ROUTER_MAC is not set, and the router's MAC cannot be looked up: could not run/);
   });
 
   test('an interface with only link-local addresses needs WIDESCAN_PACKET_SOURCE', () => {
