@@ -198,10 +198,12 @@ describe('refusals and failures', () => {
 
   test('close(): a pending generate() and every later one reject', async () => {
     const g = new m.ThreadedCpuGenerator(j.space, writer, 2);
-    const batch = new ProbeBatch(4096, writer.packetBytes);
+    const batch = new ProbeBatch(61_440, writer.packetBytes);
     await g.generate(0, 4096, 0, batch);
-    const pending = g.generate(4096, 4096, 0, batch);
-    // One turn of the event loop: the threads have the batch (milliseconds of work) when close() comes.
+    // The rest of the space: tens of milliseconds of work (4096 positions, ~2 ms, sometimes finished within
+    // the turn below on a quiet machine, and the call resolved before close()).
+    const pending = g.generate(4096, 61_440, 0, batch);
+    // One turn of the event loop: the threads have the batch when close() comes.
     await new Promise((resolve) => setImmediate(resolve));
     await g.close();
     await expect(pending).rejects.toThrow(/closed/);

@@ -162,6 +162,9 @@ beforeAll(async () => {
   await run(['ip', 'netns', 'add', nsA]);
   created = true;
   await run(['ip', 'netns', 'add', nsB]);
+  // No duplicate address detection on the links made below: its neighbour solicitations, sent a while after
+  // a link comes up, would be counted by the test that checks that widescan sends none.
+  await inNs(nsA, ['sysctl', '-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
   // Created inside A with its peer in B: no interface ever appears in the host's namespace.
   await run(['ip', '-n', nsA, 'link', 'add', ifA, 'type', 'veth', 'peer', 'name', ifB, 'netns', nsB]);
   await run(['ip', '-n', nsA, 'link', 'add', ifBare, 'type', 'veth', 'peer', 'name', `${ifBare}x`]);
