@@ -31,7 +31,7 @@ function checkInteger(value: unknown, name: string, min: number, max: number): v
   }
 }
 
-export { checkHopLimit } from './core/frame.js';
+export { checkHopLimit };
 
 /** Validates the options of both I/O paths (raw-socket here, the native addon in lib/icmp6native.ts). */
 export function checkIcmp6SocketOptions(options: Icmp6SocketOptions): void {

@@ -5,7 +5,7 @@
 // (WIDESCAN_PACKET_ROUTER_MAC, like masscan's --router-mac) or read from the neighbour table once at start.
 // Send-only: replies still arrive on the listener's raw ICMPv6 socket.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { addressToBytes, parseAddress } from './core/ipv6.js';
@@ -37,8 +37,15 @@ function readSys(sysfs: string, name: string, file: string, setting: string): st
   }
 }
 
+/** The interfaces sysfs lists (os.networkInterfaces() leaves out those without an address). */
 function listInterfaces(sysfs: string): string {
-  return Object.keys(os.networkInterfaces()).join(', ') || `(none found in ${sysfs})`;
+  let names: string[] = [];
+  try {
+    names = readdirSync(sysfs).sort();
+  } catch {
+    // unreadable: said below
+  }
+  return names.join(', ') || `(none found in ${sysfs})`;
 }
 
 /** An IPv6 default route, as `ip -j -6 route show default` lists it. */
@@ -75,7 +82,12 @@ function ipJson<T>(args: string[]): T[] {
   } catch (error) {
     throw new Error(`could not run \`ip ${args.join(' ')}\` (iproute2) to read it: ${(error as Error).message.split('\n')[0]}`);
   }
-  return out.trim() === '' ? [] : (JSON.parse(out) as T[]);
+  if (out.trim() === '') return [];
+  try {
+    return JSON.parse(out) as T[];
+  } catch {
+    throw new Error(`\`ip -j ${args.join(' ')}\` printed no JSON (an iproute2 without -j?): ${JSON.stringify(out.slice(0, 80))}`);
+  }
 }
 
 /** Neighbour states whose link address the kernel itself would still send to. */

@@ -69,7 +69,7 @@ describe('packetSettingsFromEnv', () => {
     [{ WIDESCAN_PACKET_INTERFACE: 'eth 0' }, /is not an interface name/],
     [{ WIDESCAN_PACKET_INTERFACE: '..' }, /is not an interface name/],
     [{ WIDESCAN_PACKET_INTERFACE: 'eth0:1' }, /is not an interface name/],
-    [{ WIDESCAN_PACKET_INTERFACE: 'nosuch0' }, /^WIDESCAN_PACKET_INTERFACE="nosuch0": no such network interface here/],
+    [{ WIDESCAN_PACKET_INTERFACE: 'nosuch0' }, /^WIDESCAN_PACKET_INTERFACE="nosuch0": no such network interface here .*; name one of: badmac0, eth0, eth1, odd0, wg0$/],
     [{ WIDESCAN_PACKET_INTERFACE: 'wg0' }, /^WIDESCAN_PACKET_INTERFACE=wg0 is not an Ethernet interface/],
     [{ WIDESCAN_PACKET_INTERFACE: 'odd0' }, /its ifindex in .* is not a positive integer/],
     [{ WIDESCAN_PACKET_INTERFACE: 'badmac0' }, /address="zz" is not a MAC address/],
